@@ -1,0 +1,77 @@
+"""Grain input pipelines: per-process shards of a random-access source -> global batches.
+
+Train: source -> this process's shard -> shuffle -> repeat -> seeded random crop/flip of image
+and points (one `random_map`) -> batch -> multiprocess prefetch. The iterator is a Grain
+`DatasetIterator`, whose few-KB state goes into every checkpoint so a resumed run continues at
+the exact next batch.
+
+Eval: indices padded up to a whole number of global batches, so every process runs the same
+number of steps; padding examples carry `_mask = False` and each real example counts once.
+"""
+
+import math
+
+import grain
+import jax
+import numpy as np
+
+from luab_jax.pp import transforms
+
+
+def _read_options(config):
+  return grain.ReadOptions(num_threads=config.get("read_threads", 4),
+                           prefetch_buffer_size=config.get("prefetch_buffer", 64))
+
+
+def _maybe_prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  if num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return ds
+
+
+def make_train_dataset(source, input_config, *, per_process_batch_size: int,
+                       seed: int) -> grain.IterDataset:
+  """The infinite training stream of per-process batches (numpy dicts)."""
+  ds = grain.MapDataset.source(source)
+  ds = ds[jax.process_index()::jax.process_count()]
+  ds = ds.shuffle(seed=seed).repeat(None)
+  ds = ds.random_map(
+      transforms.TrainTransform(
+          image_size=input_config.image_size,
+          scale=tuple(input_config.crop_scale),
+          ratio=tuple(input_config.crop_ratio),
+          flip=input_config.flip),
+      seed=seed + 1)
+  ds = ds.batch(per_process_batch_size, drop_remainder=True)
+  ds = ds.to_iter_dataset(_read_options(input_config))
+  return _maybe_prefetch(ds, input_config.num_workers)
+
+
+def _padding_like(example):
+  pad = {key: np.zeros_like(value) for key, value in example.items()}
+  pad["_mask"] = np.bool_(False)
+  return pad
+
+
+def make_eval_dataset(source, input_config, *, per_process_batch_size: int,
+                      keep_keys=()) -> tuple[grain.IterDataset, int]:
+  """Padded evaluation batches for this process and the number of batches every process runs."""
+  transform = transforms.EvalTransform(
+      image_size=input_config.image_size,
+      crop_fraction=input_config.eval_crop_fraction,
+      keep_keys=tuple(keep_keys))
+  num_examples = len(source)
+  if num_examples == 0:
+    raise ValueError("The evaluation source is empty.")
+  global_batch_size = per_process_batch_size * jax.process_count()
+  num_batches = math.ceil(num_examples / global_batch_size)
+  padding = _padding_like(transform.map(source[0]))
+
+  def load(index):
+    return transform.map(source[index]) if index < num_examples else padding
+
+  ds = grain.MapDataset.range(num_batches * global_batch_size)
+  ds = ds[jax.process_index()::jax.process_count()].map(load)
+  ds = ds.batch(per_process_batch_size, drop_remainder=True)
+  ds = ds.to_iter_dataset(_read_options(input_config))
+  return _maybe_prefetch(ds, input_config.get("eval_num_workers", 0)), num_batches

@@ -1,0 +1,81 @@
+"""Metric writers: clu's console + TensorBoard writer, plus a `metrics.jsonl` for machines.
+
+Only process 0 writes files; other processes log to the console only, so a pod run produces one
+TensorBoard log and one JSONL, not one per host.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+from clu import metric_writers
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends one JSON object per `write_scalars` call: {"step": N, "key": value, ...}.
+
+  Images, histograms and other tensors are not meaningful as JSON lines and are skipped on
+  purpose; TensorBoard receives them through the writer this one is combined with.
+  """
+
+  def __init__(self, path: str):
+    self._path = path
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    self._file = open(path, "a", encoding="utf-8")
+
+  def write_scalars(self, step, scalars):
+    record = {"step": int(step)}
+    record.update({key: _to_python(value) for key, value in scalars.items()})
+    self._file.write(json.dumps(record) + "\n")
+
+  def write_hparams(self, hparams):
+    self._file.write(json.dumps({"hparams": {k: _to_python(v) for k, v in hparams.items()}}) + "\n")
+
+  def write_summaries(self, step, values, metadata=None):
+    del step, values, metadata
+
+  def write_images(self, step, images):
+    del step, images
+
+  def write_videos(self, step, videos):
+    del step, videos
+
+  def write_audios(self, step, audios, *, sample_rate):
+    del step, audios, sample_rate
+
+  def write_texts(self, step, texts):
+    del step, texts
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    del step, arrays, num_buckets
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    if not self._file.closed:
+      self._file.close()
+
+
+def _to_python(value):
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    value = np.asarray(value)
+    return value.item() if value.size == 1 else value.tolist()
+  return value
+
+
+def create_writer(workdir: str, *, jsonl_name: str = "metrics.jsonl",
+                  tensorboard_subdir: str = "tensorboard") -> metric_writers.MetricWriter:
+  """Console + TensorBoard (+ JSONL) on process 0; console only elsewhere."""
+  if jax.process_index() > 0:
+    return metric_writers.create_default_writer(just_logging=True)
+  default = metric_writers.create_default_writer(
+      os.path.join(workdir, tensorboard_subdir), asynchronous=True)
+  return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir, jsonl_name))])
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """Reads a metrics JSONL back (used by the demo table and the tests)."""
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,29 @@
+"""Optimizer from config: AdamW, linear warmup + cosine decay, global-norm gradient clipping."""
+
+import jax
+import optax
+
+
+def make_schedule(config, total_steps: int, warmup_steps: int):
+  """Peak `config.lr` after `warmup_steps`, cosine down to `config.lr * config.lr_min_ratio`."""
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.lr, warmup_steps=warmup_steps,
+      decay_steps=max(total_steps, warmup_steps + 1),
+      end_value=config.lr * config.get("lr_min_ratio", 0.0))
+
+
+def _decay_mask(params):
+  # Weight decay on matrices and kernels only: biases, LayerNorm scales and other vectors are
+  # excluded, as in the ViT recipes. Position embeddings (3-D) are decayed like big_vision does.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config, total_steps: int, warmup_steps: int):
+  """Returns (optax transformation, learning-rate schedule)."""
+  schedule = make_schedule(config, total_steps, warmup_steps)
+  chain = []
+  if config.get("grad_clip_norm"):
+    chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  chain.append(optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
+                           weight_decay=config.get("weight_decay", 0.0), mask=_decay_mask))
+  return optax.chain(*chain), schedule

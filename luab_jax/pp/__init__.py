@@ -1,0 +1,1 @@
+"""Data ops: decode, crop, flip and the byproduct points that must move with the image."""

@@ -1,0 +1,81 @@
+"""Crop boxes and the annotator points that have to follow them.
+
+Point convention (the one convention of the whole project): a point is (x, y) normalised to
+[0, 1] over the whole image, x to the right, y down. Datasets that store another order (COCO-AB
+stores (y, x)) convert when their records are read, never inside the pipeline.
+
+A crop box is (top, left, height, width) in pixels of the original image, the form used by the
+official LUAB loaders (torchvision's RandomResizedCrop parameters).
+"""
+
+import math
+
+import numpy as np
+
+# The value the official loaders put in the target where there is no usable point.
+MISSING = -1.0
+
+
+def sample_inception_box(rng: np.random.Generator, height: int, width: int, *,
+                         scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                         attempts: int = 10) -> tuple[int, int, int, int]:
+  """Samples a RandomResizedCrop ("inception crop") box: area share in `scale`, aspect in `ratio`.
+
+  Follows the usual rejection scheme: try `attempts` random boxes, then fall back to the
+  largest central box whose aspect ratio is within `ratio`.
+  """
+  area = height * width
+  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+  for _ in range(attempts):
+    target_area = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_lo, log_hi))
+    w = int(round(math.sqrt(target_area * aspect)))
+    h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return top, left, h, w
+  image_ratio = width / height
+  if image_ratio < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif image_ratio > ratio[1]:
+    h, w = height, int(round(height * ratio[1]))
+  else:
+    h, w = height, width
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def central_box(height: int, width: int, crop_fraction: float) -> tuple[int, int, int, int]:
+  """The square central box of side `crop_fraction` * shorter side (evaluation crop)."""
+  side = max(1, int(round(min(height, width) * crop_fraction)))
+  return (height - side) // 2, (width - side) // 2, side, side
+
+
+def points_into_crop(points: np.ndarray, valid: np.ndarray, box, image_hw, *,
+                     flip: bool) -> tuple[np.ndarray, np.ndarray]:
+  """Moves image-normalised points into the coordinates of a crop (official LUAB semantics).
+
+  Args:
+    points: [P, 2] (x, y) in [0, 1] over the original image.
+    valid: [P] bool, False where the image has no point.
+    box: (top, left, height, width) in pixels of the original image.
+    image_hw: (height, width) of the original image.
+    flip: whether the crop is flipped left-right afterwards.
+
+  Returns:
+    targets [P, 2] float32 in crop coordinates, MISSING (-1) where the weight is 0, and
+    weights [P] float32: 1 for a point inside the crop (bounds inclusive), 0 for a missing,
+    non-finite or outside point.
+  """
+  points = np.asarray(points, np.float64).reshape(-1, 2)
+  valid = np.asarray(valid, bool).reshape(-1)
+  top, left, h, w = box
+  height, width = image_hw
+  with np.errstate(invalid="ignore"):
+    u = (points[:, 0] * width - left) / w
+    v = (points[:, 1] * height - top) / h
+    inside = valid & np.isfinite(u) & np.isfinite(v) & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+  if flip:
+    u = 1.0 - u
+  targets = np.where(inside[:, None], np.stack([u, v], axis=-1), MISSING).astype(np.float32)
+  return targets, inside.astype(np.float32)

@@ -1,0 +1,57 @@
+"""Config files and command-line overrides: parsing, and loud failures on mistakes."""
+
+import os
+import sys
+from unittest import mock
+
+from absl import flags
+import pytest
+from ml_collections import config_flags
+
+from luab_jax import config_args
+from luab_jax import durations
+
+_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
+
+
+def _parse(*argv):
+  """Parses argv like `python -m luab_jax.train` does (config_flags reads sys.argv early)."""
+  argv = ["prog", *argv]
+  with mock.patch.object(sys, "argv", argv):
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True)
+    flag_values(argv)
+    return flag_values.config
+
+
+def test_overrides_reach_the_config():
+  config = _parse(f"--config={_CONFIG}:lam=0,steps=7", "--config.batch_size=32",
+                  "--config.optax.lr=0.01")
+  assert config.loss.point_lambda == 0.0
+  assert config.total_steps == 7 and config.batch_size == 32 and config.optax.lr == 0.01
+
+
+def test_unknown_override_key_is_an_error_naming_it():
+  with pytest.raises(Exception, match="batch_sise"):
+    _parse(f"--config={_CONFIG}", "--config.batch_sise=32")
+
+
+def test_unknown_config_argument_is_an_error_naming_it():
+  with pytest.raises(ValueError, match="lamda"):
+    config_args.parse_arg("lamda=1", lam=1.0, runlocal=False)
+
+
+def test_config_argument_types():
+  args = config_args.parse_arg("lam=1,runlocal,variant=B/16", lam=0.5, runlocal=False,
+                               variant="S/16")
+  assert args.lam == 1.0 and isinstance(args.lam, float)
+  assert args.runlocal is True and args.variant == "B/16"
+
+
+def test_durations():
+  cfg = {"total_epochs": 2, "warmup_percent": 10}
+  assert durations.steps("total", cfg, num_examples=1000, batch_size=100) == 20
+  assert durations.steps("warmup", cfg, total_steps=20) == 2
+  assert durations.steps("ckpt", cfg, default=5) == 5
+  with pytest.raises(ValueError, match="total_steps, config.total_epochs"):
+    durations.steps("total", {"total_steps": 3, "total_epochs": 1})

@@ -1,0 +1,193 @@
+"""The ViT: variants, output shapes per option, dtypes, exact size, the trainer's functional use."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from luab_jax import sharding
+from luab_jax.models import vit
+
+# Tiny sizes: every test here compiles or runs eagerly in well under a second on a CPU.
+_TINY = dict(variant="mu/8", width=32, depth=2, mlp_dim=64, num_heads=2, image_size=16)
+
+
+def _model(seed=0, **overrides):
+  return vit.ViT(**{"num_classes": 5, **_TINY, **overrides}, rngs=nnx.Rngs(seed))
+
+
+def _images(batch=2, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, 16, 16, 3))
+
+
+def _by_name(state):
+  """{"head/kernel": array, ...} with the trainer's own path naming."""
+  return {sharding.path_name(path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
+
+
+def test_parse_variant():
+  assert vit.parse_variant("B/16") == dict(width=768, depth=12, mlp_dim=3072, num_heads=12,
+                                           patch_size=16)
+  assert vit.parse_variant("mu/8") == dict(width=128, depth=4, mlp_dim=512, num_heads=4,
+                                           patch_size=8)
+  with pytest.raises(ValueError, match="Q/16.*'Ti'"):
+    vit.parse_variant("Q/16")
+  with pytest.raises(ValueError, match="patch size"):
+    vit.parse_variant("B")
+
+
+@pytest.mark.parametrize("pool_type,point_features", [
+    ("gap", "pooled"), ("gap", "gap"),
+    ("tok", "pooled"), ("tok", "gap"), ("tok", "cls"), ("tok", "cls+gap")])
+@pytest.mark.parametrize("point_head,num_points", [("linear", 1), ("mlp", 3)])
+def test_output_shapes(pool_type, point_features, point_head, num_points):
+  model = _model(pool_type=pool_type, point_features=point_features, point_head=point_head,
+                 num_points=num_points)
+  out = model(_images())
+  assert out["logits"].shape == (2, 5) and out["logits"].dtype == jnp.float32
+  assert out["points"].shape == (2, num_points, 2) and out["points"].dtype == jnp.float32
+  assert out["pre_logits"].shape == (2, 32)
+  names = _by_name(nnx.state(model, nnx.Param))
+  assert ("cls_token" in names) == (pool_type == "tok")
+  point_in = 64 if point_features == "cls+gap" else 32
+  first_point_kernel = "point_head/kernel" if point_head == "linear" else "point_head/fc1/kernel"
+  assert names[first_point_kernel].shape[0] == point_in
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(point_features="cls"), "pool_type='tok'"),
+    (dict(point_features="cls+gap"), "pool_type='tok'"),
+    (dict(point_features="avg"), "point_features"),
+    (dict(pool_type="max"), "pool_type"),
+    (dict(point_head="conv"), "point_head"),
+    (dict(image_size=20), "20.*8"),
+    (dict(num_heads=3), "num_heads"),
+    (dict(variant="Q/8"), "Q/8"),
+])
+def test_invalid_options_raise(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    _model(**overrides)
+
+
+def test_wrong_image_size_raises():
+  with pytest.raises(ValueError, match="16, 16, 3"):
+    _model()(jnp.zeros((1, 24, 24, 3)))
+
+
+def test_zero_init_heads_predict_constants():
+  out = _model(num_points=2)(_images())
+  np.testing.assert_array_equal(out["logits"], 0.0)
+  np.testing.assert_array_equal(out["points"], 0.5)  # The image centre.
+  out = _model(head_zero_init=False)(_images())
+  assert np.all(np.std(np.asarray(out["logits"]), axis=0) > 0)
+
+
+def test_bfloat16_compute_float32_params_and_outputs():
+  model = _model(dtype=jnp.bfloat16, head_zero_init=False, pool_type="tok",
+                 point_features="cls+gap", point_head="mlp")
+  out = model(_images())
+  assert out["logits"].dtype == jnp.float32 and out["points"].dtype == jnp.float32
+  assert out["pre_logits"].dtype == jnp.bfloat16
+  assert np.all(np.isfinite(out["logits"])) and np.all(np.isfinite(out["points"]))
+  dtypes = {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))}
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  # Same parameters in float32: bfloat16 only perturbs the result slightly.
+  reference = _model(head_zero_init=False, pool_type="tok", point_features="cls+gap",
+                     point_head="mlp")(_images())
+  np.testing.assert_allclose(out["logits"], reference["logits"], atol=0.1, rtol=0.1)
+
+
+def _expected_vit_params(*, width, depth, mlp_dim, patch, image_size, num_classes, pool_type,
+                         num_points):
+  d, m = width, mlp_dim
+  tokens = (image_size // patch) ** 2 + (1 if pool_type == "tok" else 0)
+  embedding = patch * patch * 3 * d + d
+  pos_and_cls = tokens * d + (d if pool_type == "tok" else 0)
+  attention = 4 * (d * d + d)  # query, key, value, out: kernel + bias each.
+  mlp = (d * m + m) + (m * d + d)
+  layer_norms = 2 * (2 * d)
+  encoder = depth * (attention + mlp + layer_norms) + 2 * d  # + the final LayerNorm.
+  head = d * num_classes + num_classes
+  point_head = d * 2 * num_points + 2 * num_points  # Linear, on the pooled features.
+  return embedding + pos_and_cls + encoder + head + point_head
+
+
+@pytest.mark.parametrize("pool_type", ["tok", "gap"])
+def test_vit_b16_parameter_count(pool_type):
+  # Shapes only: nnx.eval_shape allocates nothing, so the 86M parameters cost no memory.
+  abstract = nnx.eval_shape(lambda: vit.ViT(num_classes=1000, variant="B/16", image_size=224,
+                                            pool_type=pool_type, rngs=nnx.Rngs(0)))
+  expected = _expected_vit_params(width=768, depth=12, mlp_dim=3072, patch=16, image_size=224,
+                                  num_classes=1000, pool_type=pool_type, num_points=1)
+  assert vit.count_params(abstract) == expected
+  assert vit.count_params(nnx.split(abstract)[1]) == expected
+  # Cross-check of the formula with the size usually quoted for ViT-B/16 ("86.6M"): the
+  # classifier alone, CLS-token pooling, no point head.
+  without_point_head = expected - (768 * 2 + 2)
+  if pool_type == "tok":
+    assert round(without_point_head / 1e6, 1) == 86.6
+
+
+def test_parameter_paths_are_readable():
+  model = _model(pool_type="tok", point_head="mlp")
+  names = set(_by_name(nnx.split(model)[1]))
+  for name in ["embedding/kernel", "pos_embedding", "cls_token", "encoder/norm/scale",
+               "encoder/blocks/0/ln1/scale", "encoder/blocks/1/attn/query/kernel",
+               "encoder/blocks/1/attn/out/kernel", "encoder/blocks/1/mlp/fc1/kernel",
+               "encoder/blocks/1/mlp/fc2/bias", "head/kernel", "point_head/fc2/kernel"]:
+    assert name in names, (name, sorted(names))
+  assert not any("rng" in name or "cache" in name for name in names), sorted(names)
+
+
+def test_functional_split_merge_jit_grad():
+  """The trainer's pattern: abstract split, jitted init, merge inside jit, grads of the state."""
+  kw = dict(num_classes=5, **_TINY, head_zero_init=False)
+  abstract = nnx.eval_shape(lambda: vit.ViT(**kw, rngs=nnx.Rngs(0)))
+  graphdef, abs_state = nnx.split(abstract)
+
+  def init(seed):
+    return nnx.split(vit.ViT(**kw, rngs=nnx.Rngs(seed)))[1]
+
+  # The seed must be static: nnx.Rngs accepts a Python int or a traced jax.random.key, but not a
+  # traced int (the trainer closes over the seed, which is the same thing).
+  state = jax.jit(init, static_argnums=0)(0)
+  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(state))
+  assert (jax.tree.map(lambda x: (x.shape, x.dtype), abs_state) ==
+          jax.tree.map(lambda x: (x.shape, x.dtype), state))
+  # The eager module and the jitted init agree: same seed, same parameters (up to XLA fusing
+  # the initialisers' arithmetic differently).
+  np.testing.assert_allclose(_by_name(state)["pos_embedding"],
+                             _by_name(init(0))["pos_embedding"], rtol=1e-6)
+
+  def apply(state, images):
+    return nnx.merge(graphdef, state)(images)
+
+  images = _images()
+  out = jax.jit(apply)(state, images)
+  assert out["logits"].shape == (2, 5) and out["points"].shape == (2, 1, 2)
+
+  @jax.jit
+  def grads(state):
+    return (jax.grad(lambda s: apply(s, images)["logits"].sum())(state),
+            jax.grad(lambda s: apply(s, images)["points"].sum())(state))
+
+  cls_grads, point_grads = map(_by_name, grads(state))
+  assert set(cls_grads) == set(_by_name(state))
+  for name in ("point_head/kernel", "point_head/bias"):
+    assert not np.any(cls_grads[name]) and np.any(point_grads[name]), name
+  assert not np.any(point_grads["head/kernel"]) and np.any(cls_grads["head/kernel"])
+  # Both losses reach the backbone, down to the patch embedding.
+  assert np.any(cls_grads["embedding/kernel"]) and np.any(point_grads["embedding/kernel"])
+
+
+def test_position_embeddings_make_the_model_patch_order_aware():
+  model = _model(head_zero_init=False)
+  images = _images(batch=1)
+  rolled = jnp.roll(images, 8, axis=2)  # Swaps the two columns of 8x8 patches.
+  assert not np.allclose(model(images)["logits"], model(rolled)["logits"], atol=1e-4)
+  # Control: without position embeddings, attention + average pooling cannot see the order,
+  # so the difference above does come from the position embeddings.
+  model.pos_embedding[...] = jnp.zeros_like(model.pos_embedding[...])
+  np.testing.assert_allclose(model(images)["logits"], model(rolled)["logits"], atol=1e-5)
