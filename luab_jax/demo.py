@@ -2,7 +2,7 @@
 
   python -m luab_jax.demo --workdir workdirs/demo
 
-Prepares `luab_shapes/cpu64` (once), trains a baseline (lambda = 0) and a LUAB model (lambda = 1)
+Prepares `luab_shapes/cpu64` (once), trains a baseline (lambda = 0) and a LUAB model (lambda = 4)
 with configs/demo.py, each evaluated by the background-challenge evaluator at its last step,
 then prints the comparison and writes it to `{workdir}/comparison.md` and `comparison.json`.
 A finished model is not trained again; an interrupted one resumes from its checkpoint.
@@ -24,7 +24,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory.")
 _DATASET = flags.DEFINE_string("dataset", "luab_shapes/cpu64", "Benchmark dataset config.")
 _CONFIG_ARGS = flags.DEFINE_string("config_args", "", "Extra configs/demo.py arguments, "
                                    "e.g. 'steps=200'.")
-_LUAB_LAMBDA = flags.DEFINE_float("lam", 1.0, "Point-regression weight of the LUAB model.")
+_LUAB_LAMBDA = flags.DEFINE_float("lam", 4.0, "Point-regression weight of the LUAB model.")
 
 _CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                        "demo.py")

@@ -211,6 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   manager.wait_until_finished()
   manager.close()
+  train_iter.close()  # Stops the prefetch worker processes and frees their shared memory.
   writer.flush()
   if last_results and jax.process_index() == 0:
     with open(os.path.join(workdir, "final_eval.json"), "w", encoding="utf-8") as f:

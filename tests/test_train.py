@@ -100,3 +100,12 @@ def test_missing_dataset_names_the_data_dir(tmp_path):
   config = _config(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="not prepared"):
     train.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+def test_bfloat16_compute_trains_with_float32_params(tiny_data_dir, tmp_path):
+  config = _config(tiny_data_dir, total_steps=3, log_training_steps=1)
+  config.model.dtype = "bfloat16"
+  config.evals = {}
+  train.train_and_evaluate(config, str(tmp_path))
+  losses = _losses(str(tmp_path))
+  assert sorted(losses) == [1, 2, 3] and all(np.isfinite(v) for v in losses.values())

@@ -191,3 +191,18 @@ def test_position_embeddings_make_the_model_patch_order_aware():
   # so the difference above does come from the position embeddings.
   model.pos_embedding[...] = jnp.zeros_like(model.pos_embedding[...])
   np.testing.assert_allclose(model(images)["logits"], model(rolled)["logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("pool_type", ["gap", "tok"])
+def test_softargmax_head_points_at_the_weighted_patch_centres(pool_type):
+  model = _model(pool_type=pool_type, point_head="softargmax", num_points=2)
+  out = model(_images())
+  assert out["points"].shape == (2, 2, 2) and out["points"].dtype == jnp.float32
+  # Zero-initialised head: uniform weights over the patches -> the image centre.
+  np.testing.assert_allclose(out["points"], 0.5, atol=1e-6)
+  # Put all the weight of point 0 on the last patch token: bottom-right patch centre.
+  grid = 16 // 8  # _TINY: 16 px images, patch 8.
+  patches = jnp.zeros((1, grid * grid, 32)).at[0, -1, 0].set(100.0)
+  model.point_head.kernel[...] = jnp.zeros((32, 2)).at[0, 0].set(1.0)
+  np.testing.assert_allclose(model._softargmax_points(patches)[0, 0],  # pylint: disable=protected-access
+                             [(grid - 0.5) / grid] * 2, atol=1e-4)

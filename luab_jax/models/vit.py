@@ -49,6 +49,7 @@ P = patch size, N = number of tokens, F = point-head input width:
   point_head/bias                       [2 * num_points]
   point_head/fc1/{kernel,bias}          [F, D]                point_head="mlp"
   point_head/fc2/{kernel,bias}          [D, 2 * num_points]
+  point_head/{kernel,bias}              [D, num_points]       point_head="softargmax"
 
 The point head's 2 * num_points outputs are laid out (x0, y0, x1, y1, ...).
 """
@@ -68,7 +69,7 @@ VARIANTS = {
     "L": dict(width=1024, depth=24, mlp_dim=4096, num_heads=16),
 }
 POOL_TYPES = ("gap", "tok")
-POINT_HEADS = ("linear", "mlp")
+POINT_HEADS = ("linear", "mlp", "softargmax")
 POINT_FEATURES = ("pooled", "gap", "cls", "cls+gap")
 
 _xavier = nnx.initializers.xavier_uniform()
@@ -170,7 +171,9 @@ class ViT(nnx.Module):
     image_size: side S of the square input images; S must be divisible by the patch size.
     pool_type: "gap" (mean of the patch tokens) or "tok" (a prepended CLS token).
     num_points: points regressed per image.
-    point_head: "linear", or "mlp" (Dense(width) -> GELU -> Dense).
+    point_head: "linear", "mlp" (Dense(width) -> GELU -> Dense), or "softargmax" (a logit
+      per patch token; the point is the softmax-weighted mean of the patch centres, so the
+      head has to find the object's tokens; reads the patch tokens, not `point_features`).
     point_features: "pooled", "gap", "cls" or "cls+gap" ("cls*" need pool_type="tok").
     dtype: compute dtype (float32 or bfloat16); logits and points are returned in float32.
     param_dtype: dtype of the parameters.
@@ -215,6 +218,7 @@ class ViT(nnx.Module):
     self.pool_type = pool_type
     self.num_points = num_points
     self.point_features = point_features
+    self.point_head_kind = point_head
     self.dtype = dtype
     common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
@@ -235,6 +239,10 @@ class ViT(nnx.Module):
     if point_head == "linear":
       self.point_head = nnx.Linear(point_in, 2 * num_points, kernel_init=out_init,
                                    bias_init=centre, **common)
+    elif point_head == "softargmax":
+      # One logit per patch token and point; the point is the softmax-weighted mean of the
+      # patch centres. Zero init = uniform weights = the image centre.
+      self.point_head = nnx.Linear(width, num_points, kernel_init=out_init, **common)
     else:
       self.point_head = Mlp(point_in, width, 2 * num_points, out_kernel_init=out_init,
                             out_bias_init=centre, **common)
@@ -270,10 +278,23 @@ class ViT(nnx.Module):
 
     # Losses are computed in float32, whatever the compute dtype.
     logits = self.head(pooled).astype(jnp.float32)
-    points = self.point_head(point_in).astype(jnp.float32)
+    if self.point_head_kind == "softargmax":
+      points = self._softargmax_points(patches)
+    else:
+      points = self.point_head(point_in).astype(jnp.float32)
     return {"logits": logits,
             "points": points.reshape(batch, self.num_points, 2),
             "pre_logits": pooled}
+
+
+  def _softargmax_points(self, patches):
+    """[B, N, D] patch tokens -> [B, num_points, 2]: expected patch centre under a softmax."""
+    grid = self.image_size // self.patch_size
+    centres = (jnp.arange(grid, dtype=jnp.float32) + 0.5) / grid
+    xs, ys = jnp.meshgrid(centres, centres)  # Row-major tokens: x varies fastest.
+    positions = jnp.stack([xs.reshape(-1), ys.reshape(-1)], axis=-1)  # [N, 2] as (x, y).
+    weights = jax.nn.softmax(self.point_head(patches).astype(jnp.float32), axis=1)  # [B, N, P]
+    return jnp.einsum("bnp,nc->bpc", weights, positions)
 
 
 # The name the trainer looks up: `luab_jax.models.{config.model_name}.Model`.
