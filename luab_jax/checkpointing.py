@@ -5,6 +5,10 @@ host copy blocks, the write does not); the manager keeps the latest `keep` steps
 step to a temporary directory that is renamed only when complete, so a partially written step is
 never listed. Restore takes an abstract tree of `jax.ShapeDtypeStruct`s carrying the shardings
 of the *current* mesh, so a checkpoint can be restored on any device layout.
+
+The data iterator's state is one small JSON per process (`process_{i}-of-{n}.json`), so resuming
+*training* needs the same number of processes (and `input.num_workers`) as the run that saved
+it; parameters alone (`restore_params`, used by evaluation) restore on any process count.
 """
 
 import os
