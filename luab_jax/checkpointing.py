@@ -25,18 +25,14 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def create_manager(workdir: str, *, keep: int = 3, save_every: int | None = None,
-                   asynchronous: bool = True, with_data_iter: bool = True,
-                   read_only: bool = False) -> ocp.CheckpointManager:
-  item_handlers = {STATE: ocp.StandardCheckpointHandler()}
-  if with_data_iter:
-    item_handlers[DATA_ITER] = grain.checkpoint.CheckpointHandler()
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep,
-      save_interval_steps=save_every or 1,
-      enable_async_checkpointing=asynchronous,
-      create=not read_only,
-      read_only=read_only)
+def create_manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
+  """The trainer's manager: async saves of state + data iterator, the latest `keep` kept.
+
+  The trainer decides when to save (it passes `force=True`), so no save interval is set here.
+  """
+  item_handlers = {STATE: ocp.StandardCheckpointHandler(),
+                   DATA_ITER: grain.checkpoint.CheckpointHandler()}
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_handlers=item_handlers)
 

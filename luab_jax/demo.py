@@ -2,9 +2,9 @@
 
   python -m luab_jax.demo --workdir workdirs/demo
 
-Prepares `luab_shapes/cpu64` (once), trains a baseline (lambda = 0) and a LUAB model (lambda = 4)
-with configs/demo.py, each evaluated by the background-challenge evaluator at its last step,
-then prints the comparison and writes it to `{workdir}/comparison.md` and `comparison.json`.
+Prepares `luab_shapes/cpu64` (once), trains a baseline (lambda = 0) and a LUAB model
+(lambda = 4) with configs/demo.py, each evaluated by the background-challenge evaluator at its
+last step, then prints the comparison and writes it to `{workdir}/comparison.md` and `comparison.json`.
 A finished model is not trained again; an interrupted one resumes from its checkpoint.
 """
 

@@ -29,8 +29,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
   """Returns {"step": N, "<evaluator>/<metric>": value, ...} and writes it to the workdir."""
   mesh = sharding_lib.make_mesh(config.mesh)
   spec = train_state_lib.model_spec(config)
-  shardings = sharding_lib.infer_shardings(spec.abstract_params, list(config.sharding_rules),
-                                           mesh, fsdp_min_size_mb=config.get("fsdp_min_size_mb", 4.0))
+  shardings = train_state_lib.param_shardings(spec.abstract_params, config, mesh)
   params, step = checkpointing.restore_params(
       workdir, step, checkpointing.abstract_like(spec.abstract_params, shardings))
   logging.info("Restored the parameters of step %d from %s.", step, workdir)
@@ -59,7 +58,8 @@ def main(argv):
   results = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
   width = max(len(k) for k in results)
   for key, value in results.items():
-    print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    shown = f"{value:.4f}" if isinstance(value, float) else value
+    print(f"{key:<{width}}  {shown}")
 
 
 if __name__ == "__main__":

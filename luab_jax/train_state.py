@@ -64,16 +64,18 @@ def abstract_train_state(spec: ModelSpec, tx):
   }
 
 
+def param_shardings(tree, config, mesh):
+  """Shardings of a parameter-shaped tree from `config.sharding_rules`."""
+  return sharding_lib.infer_shardings(tree, list(config.sharding_rules), mesh,
+                                      fsdp_min_size_mb=config.get("fsdp_min_size_mb", 4.0))
+
+
 def train_state_shardings(abstract_state, config, mesh):
-  rules = list(config.sharding_rules)
-  fsdp_min = config.get("fsdp_min_size_mb", 4.0)
   return {
-      "params": sharding_lib.infer_shardings(abstract_state["params"], rules, mesh,
-                                             fsdp_min_size_mb=fsdp_min),
+      "params": param_shardings(abstract_state["params"], config, mesh),
       # Optimizer moments mirror the parameters' paths and shapes, so the same rules apply;
       # counters and other scalars fall through to replication (too small to shard).
-      "opt_state": sharding_lib.infer_shardings(abstract_state["opt_state"], rules, mesh,
-                                                fsdp_min_size_mb=fsdp_min),
+      "opt_state": param_shardings(abstract_state["opt_state"], config, mesh),
       "step": sharding_lib.replicated(mesh),
   }
 

@@ -9,6 +9,7 @@ group are well populated.
 
 import numpy as np
 
+from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common
 
 SPLITS = ("original", "mixed_same", "mixed_rand", "mixed_next", "only_fg", "no_fg", "only_bg")
@@ -26,7 +27,7 @@ class Evaluator:
     self._mesh = mesh
     self._input_config = input_config
     self._batch_size = batch_size
-    self._sources = {split: common.load_source(dataset, split, data_dir) for split in splits}
+    self._sources = {split: datasets.get_source(dataset, split, data_dir) for split in splits}
 
   def run(self, params) -> dict[str, float]:
     metrics = {}

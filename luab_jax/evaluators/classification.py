@@ -1,5 +1,6 @@
 """Top-1 accuracy, cross-entropy and point error (where the split has clicks) on one split."""
 
+from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common
 
 
@@ -11,7 +12,7 @@ class Evaluator:
     self._mesh = mesh
     self._input_config = input_config
     self._batch_size = batch_size
-    self._source = common.load_source(dataset, split, data_dir)
+    self._source = datasets.get_source(dataset, split, data_dir)
 
   def run(self, params) -> dict[str, float]:
     totals = common.summed_stats(self._stats_fn, params, self._mesh, self._source,

@@ -14,7 +14,6 @@ import numpy as np
 from luab_jax import losses
 from luab_jax import input_pipeline
 from luab_jax import sharding as sharding_lib
-from luab_jax.datasets import core as datasets
 
 
 def make_stats_fn(apply_fn, mesh, param_shardings):
@@ -99,6 +98,3 @@ def from_config(evals_config, *, stats_fn, mesh, data_dir, input_config):
       raise ValueError(f"config.evals.{name}: {e}") from e
   return evaluators
 
-
-def load_source(dataset: str, split: str, data_dir):
-  return datasets.get_source(dataset, split, data_dir)

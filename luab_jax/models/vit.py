@@ -267,25 +267,18 @@ class ViT(nnx.Module):
     gap = patches.mean(axis=1)
     pooled = cls if self.pool_type == "tok" else gap
 
-    if self.point_features == "pooled":
-      point_in = pooled
-    elif self.point_features == "gap":
-      point_in = gap
-    elif self.point_features == "cls":
-      point_in = cls
-    else:  # "cls+gap"
-      point_in = jnp.concatenate([cls, gap], axis=-1)
-
     # Losses are computed in float32, whatever the compute dtype.
     logits = self.head(pooled).astype(jnp.float32)
     if self.point_head_kind == "softargmax":
       points = self._softargmax_points(patches)
     else:
+      point_in = {"pooled": pooled, "gap": gap, "cls": cls}.get(self.point_features)
+      if self.point_features == "cls+gap":
+        point_in = jnp.concatenate([cls, gap], axis=-1)
       points = self.point_head(point_in).astype(jnp.float32)
     return {"logits": logits,
             "points": points.reshape(batch, self.num_points, 2),
             "pre_logits": pooled}
-
 
   def _softargmax_points(self, patches):
     """[B, N, D] patch tokens -> [B, num_points, 2]: expected patch centre under a softmax."""

@@ -12,8 +12,10 @@ eval split), `gpu224` (224 px, K=10, rho 0.9, 100,000 train, 2,000 per eval spli
 (32 px, K=4, rho 0.9, 256 train, 64 per eval split; tests). cpu64 uses a lower rho and larger
 objects than the generator defaults so that the shape is learnable at all within the CPU
 demo's ~50k training images; with rho 0.9 and objects of 20-35% neither the baseline nor LUAB
-learned any shape in that budget (only_fg at chance for both). Splits: "train" and `generator.EVAL_SPLITS`. Shuffling is disabled, so record
-i of a split is example i and the eval splits stay aligned by index (shared foregrounds).
+learned any shape in that budget (only_fg at chance for both).
+
+Splits: "train" and `generator.EVAL_SPLITS`. Shuffling is disabled, so record i of a split is
+example i and the eval splits stay aligned by index (shared foregrounds).
 
 The image is stored as PNG bytes (encoded here with PIL). `as_data_source` decodes it, so a record
 `src[i]` is a dict of numpy values:
