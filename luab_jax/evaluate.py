@@ -33,8 +33,9 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
   params, step = checkpointing.restore_params(
       workdir, step, checkpointing.abstract_like(spec.abstract_params, shardings))
   logging.info("Restored the parameters of step %d from %s.", step, workdir)
-  stats_fn = evaluators.make_stats_fn(spec.apply, mesh, shardings)
-  evals = evaluators.from_config(config.evals, stats_fn=stats_fn, mesh=mesh,
+  fns = evaluators.make_model_fns(spec.apply, mesh, shardings,
+                                  num_points=config.model.get("num_points", 1))
+  evals = evaluators.from_config(config.evals, fns=fns, mesh=mesh,
                                  data_dir=config.data_dir, input_config=config.input)
   results = {}
   for name, evaluator in evals.items():

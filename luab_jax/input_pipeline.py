@@ -29,8 +29,8 @@ def _maybe_prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDatase
   return ds
 
 
-def make_train_dataset(source, input_config, *, per_process_batch_size: int,
-                       seed: int) -> grain.IterDataset:
+def make_train_dataset(source, input_config, *, per_process_batch_size: int, seed: int,
+                       num_points: int = 1) -> grain.IterDataset:
   """The infinite training stream of per-process batches (numpy dicts)."""
   ds = grain.MapDataset.source(source)
   ds = ds[jax.process_index()::jax.process_count()]
@@ -40,7 +40,8 @@ def make_train_dataset(source, input_config, *, per_process_batch_size: int,
           image_size=input_config.image_size,
           scale=tuple(input_config.crop_scale),
           ratio=tuple(input_config.crop_ratio),
-          flip=input_config.flip),
+          flip=input_config.flip,
+          num_points=num_points),
       seed=seed + 1)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
   ds = ds.to_iter_dataset(_read_options(input_config))
@@ -53,13 +54,14 @@ def _padding_like(example):
   return pad
 
 
-def make_eval_dataset(source, input_config, *, per_process_batch_size: int,
-                      keep_keys=()) -> tuple[grain.IterDataset, int]:
+def make_eval_dataset(source, input_config, *, per_process_batch_size: int, keep_keys=(),
+                      num_points: int = 1) -> tuple[grain.IterDataset, int]:
   """Padded evaluation batches for this process and the number of batches every process runs."""
   transform = transforms.EvalTransform(
       image_size=input_config.image_size,
       crop_fraction=input_config.eval_crop_fraction,
-      keep_keys=tuple(keep_keys))
+      keep_keys=tuple(keep_keys),
+      num_points=num_points)
   num_examples = len(source)
   if num_examples == 0:
     raise ValueError("The evaluation source is empty.")

@@ -56,10 +56,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise FileNotFoundError(f"config.data_dir={config.data_dir!r} does not exist.")
 
 
-def _classification_loss(config, logits, labels):
+def _classification_loss(config, logits, batch):
+  """Per-example loss; multi-label batches carry `labels` (multi-hot), others `label`."""
   if config.loss.classification == "softmax":
-    return losses.softmax_xent(logits, labels, label_smoothing=config.loss.label_smoothing)
-  return losses.sigmoid_xent(logits, jax.nn.one_hot(labels, logits.shape[-1]))
+    if "label" not in batch:
+      raise ValueError("config.loss.classification='softmax' needs single-label data, but the "
+                       "batches carry multi-hot `labels`: use 'sigmoid'.")
+    return losses.softmax_xent(logits, batch["label"], label_smoothing=config.loss.label_smoothing)
+  multi_hot = batch["labels"] if "labels" in batch else jax.nn.one_hot(batch["label"],
+                                                                       logits.shape[-1])
+  return losses.sigmoid_xent(logits, multi_hot)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -100,7 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                batch_size=config.batch_size, total_steps=total_steps,
                                default=total_steps)
   train_data = input_pipeline.make_train_dataset(
-      train_source, config.input, per_process_batch_size=per_process_batch, seed=config.seed)
+      train_source, config.input, per_process_batch_size=per_process_batch, seed=config.seed,
+      num_points=config.model.get("num_points", 1))
   train_iter = iter(train_data)
 
   # ------------------------------------------------------------------ Model and optimizer.
@@ -131,13 +138,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   def train_step(state, batch):
     def loss_fn(params):
       out = spec.apply(params, batch["image"])
-      cls_loss = _classification_loss(config, out["logits"], batch["label"]).mean()
+      cls_loss = _classification_loss(config, out["logits"], batch).mean()
       point_loss = losses.masked_point_loss(
           out["points"], batch["points"], batch["point_weight"],
           kind=config.loss.point_loss, normalize=config.loss.point_normalize)
-      accuracy = (jnp.argmax(out["logits"], -1) == batch["label"]).mean()
-      return cls_loss + lam * point_loss, {"classification_loss": cls_loss,
-                                           "point_loss": point_loss, "accuracy": accuracy}
+      aux = {"classification_loss": cls_loss, "point_loss": point_loss}
+      if "label" in batch:
+        aux["accuracy"] = (jnp.argmax(out["logits"], -1) == batch["label"]).mean()
+      else:  # Multi-label: is the top-scored class one of the (crop's) positives?
+        top = jnp.argmax(out["logits"], -1)
+        aux["precision_at_1"] = jnp.take_along_axis(batch["labels"], top[:, None], -1).mean()
+      return cls_loss + lam * point_loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -152,8 +163,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        donate_argnums=(0,))
 
   # ------------------------------------------------------------------ Evaluators.
-  stats_fn = evaluators.make_stats_fn(spec.apply, mesh, state_shardings["params"])
-  evals = evaluators.from_config(config.evals, stats_fn=stats_fn, mesh=mesh,
+  fns = evaluators.make_model_fns(spec.apply, mesh, state_shardings["params"],
+                                  num_points=config.model.get("num_points", 1))
+  evals = evaluators.from_config(config.evals, fns=fns, mesh=mesh,
                                  data_dir=config.data_dir, input_config=config.input)
   eval_every = {name: cfg.get("every_steps") for name, cfg in config.evals.items()}
 

@@ -37,7 +37,10 @@ def prepare(name: str, data_dir: str | None):
 
 
 def get_source(name: str, split: str, data_dir: str | None):
-  """The random-access source of one split; a clear error if it was never prepared."""
+  """The random-access source of one split; a clear error if it was never prepared.
+
+  Image features come back as their encoded bytes (`image_ops.decode_rgb` decodes them).
+  """
   b = builder(name, data_dir)
   if not b.is_prepared():
     raise FileNotFoundError(
@@ -47,7 +50,11 @@ def get_source(name: str, split: str, data_dir: str | None):
   if split.split("[")[0] not in b.info.splits:
     raise ValueError(f"Dataset {name!r} has no split {split!r}; it has "
                      f"{sorted(b.info.splits.keys())}.")
-  return b.as_data_source(split=split)
+  # Images stay encoded in the source and are decoded by PIL inside the Grain workers: TFDS
+  # would otherwise decode every image with TensorFlow in the reading thread.
+  decoders = {key: tfds.decode.SkipDecoding() for key, feature in b.info.features.items()
+              if isinstance(feature, tfds.features.Image)}
+  return b.as_data_source(split=split, decoders=decoders or None)
 
 
 def hide_accelerators_from_tensorflow() -> None:

@@ -1,4 +1,4 @@
-"""Evaluators: `Evaluator(stats_fn, **config).run(params) -> {metric: value}`.
+"""Evaluators: `Evaluator(fns: common.ModelFns, **config).run(params) -> {metric: value}`.
 
 `config.evals` maps a name to a dict with `type` (a module of this package, e.g.
 "classification" or "background_challenge") and that evaluator's arguments; see common.py.

@@ -18,12 +18,12 @@ _WORST_GROUP_SPLITS = ("original", "mixed_rand")
 
 class Evaluator:
 
-  def __init__(self, stats_fn, *, mesh, data_dir, input_config, dataset: str,
+  def __init__(self, fns, *, mesh, data_dir, input_config, dataset: str,
                splits=SPLITS, batch_size: int = 256):
     missing = {"mixed_same", "mixed_rand"} - set(splits)
     if missing:
       raise ValueError(f"background_challenge needs the splits {sorted(missing)} for BG-gap.")
-    self._stats_fn = stats_fn
+    self._fns = fns
     self._mesh = mesh
     self._input_config = input_config
     self._batch_size = batch_size
@@ -33,7 +33,7 @@ class Evaluator:
     metrics = {}
     group_count = group_correct = 0
     for split, source in self._sources.items():
-      totals = common.summed_stats(self._stats_fn, params, self._mesh, source,
+      totals = common.summed_stats(self._fns, params, self._mesh, source,
                                    self._input_config, batch_size=self._batch_size,
                                    keep_keys=("bg_label",))
       for key, value in common.classification_metrics(totals).items():

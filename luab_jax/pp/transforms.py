@@ -1,11 +1,18 @@
 """Grain transforms that turn a dataset record into a training or evaluation example.
 
-Input record (what the TFDS builders of this project write): `image` (encoded bytes or uint8
-array), `label` (int), `point` ([2] float, (x, y) in [0, 1]), `has_point` (bool), optional
-`file_name` and extra keys such as `bg_label`.
+Input record (what the TFDS builders of this project write):
+- `image`: encoded bytes (JPEG, PNG) or a uint8 array;
+- the label: `label` (int, single-label datasets) or `labels` ([C] multi-hot, COCO-AB);
+- the byproduct points, (x, y) in [0, 1] over the image: one point per image as `point` [2] +
+  `has_point` (ImageNet-AB, luab_shapes), or one per class as `points` [C, 2] + `has_points` [C]
+  (COCO-AB); or none at all (ImageNet validation), which gives `num_points` missing points;
+- optional `file_name` (used in error messages) and extra keys such as `bg_label`.
 
-Output example: `image` float32 [S, S, 3] in [-1, 1], `label` int32, `points` float32 [1, 2]
-in crop coordinates (-1 where missing), `point_weight` float32 [1].
+Output example: `image` float32 [S, S, 3] in [-1, 1]; `label` int32 or `labels` float32 [C];
+`points` float32 [P, 2] in crop coordinates (-1 where missing); `point_weight` float32 [P].
+
+Multi-label crop rule (official COCO-AB loader): a class whose click falls outside the training
+crop loses its positive label for that crop; a class present but never clicked keeps it.
 """
 
 import dataclasses
@@ -24,9 +31,37 @@ def _record_name(record) -> str:
   return str(name) if name is not None else "<record without file_name>"
 
 
-def _point_and_validity(record):
-  return (np.asarray(record["point"], np.float32).reshape(1, 2),
-          np.asarray(record["has_point"], bool).reshape(1))
+def _point_and_validity(record, num_points: int):
+  """([P, 2] points, [P] validity) from whichever point fields the record has."""
+  if "points" in record:
+    points, valid = record["points"], record["has_points"]
+  elif "point" in record:
+    points, valid = record["point"], record["has_point"]
+  else:  # A dataset without byproducts (e.g. ImageNet validation): every point is missing.
+    return np.full((num_points, 2), -1, np.float32), np.zeros(num_points, bool)
+  points = np.asarray(points, np.float32).reshape(-1, 2)
+  valid = np.asarray(valid, bool).reshape(-1)
+  if len(points) != num_points:
+    raise ValueError(f"Record {_record_name(record)} has {len(points)} points, but the model "
+                     f"predicts num_points={num_points} (config.model.num_points).")
+  return points, valid
+
+
+def _label_fields(record, targets=None, weights=None, valid=None):
+  """`label` for single-label records; `labels` for multi-hot ones, after the crop rule.
+
+  With `targets` given (training), a class that had a usable click (`valid`) whose point left
+  the crop (weight 0) loses its positive label, as in the official COCO-AB loader.
+  """
+  if "labels" not in record:
+    return {"label": np.int32(record["label"])}
+  labels = np.asarray(record["labels"], np.float32).reshape(-1)
+  if targets is not None:
+    if len(labels) != len(weights):
+      raise ValueError(f"Record {_record_name(record)} has {len(labels)} labels but "
+                       f"{len(weights)} per-class points.")
+    labels = np.where(valid & (weights == 0), 0.0, labels).astype(np.float32)
+  return {"labels": labels}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +76,7 @@ class TrainTransform(grain.transforms.RandomMap):
   ratio: tuple[float, float] = (3 / 4, 4 / 3)
   flip: bool = True
   resize_method: str = "bicubic"
+  num_points: int = 1
 
   def random_map(self, record, rng: np.random.Generator):
     image = image_ops.decode_rgb(record["image"], name=_record_name(record))
@@ -50,11 +86,11 @@ class TrainTransform(grain.transforms.RandomMap):
     pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method)
     if flip:
       pixels = pixels[:, ::-1]
-    points, valid = _point_and_validity(record)
+    points, valid = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=flip)
     return {
         "image": image_ops.to_minus_one_one(pixels),
-        "label": np.int32(record["label"]),
+        **_label_fields(record, targets, weights, valid),
         "points": targets,
         "point_weight": weights,
     }
@@ -71,17 +107,19 @@ class EvalTransform(grain.transforms.Map):
   crop_fraction: float = 0.875
   resize_method: str = "bicubic"
   keep_keys: tuple[str, ...] = ()
+  num_points: int = 1
 
   def map(self, record):
     image = image_ops.decode_rgb(record["image"], name=_record_name(record))
     height, width = image.height, image.width
     box = geometry.central_box(height, width, self.crop_fraction)
     pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method)
-    points, valid = _point_and_validity(record)
+    points, valid = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=False)
     example = {
         "image": image_ops.to_minus_one_one(pixels),
-        "label": np.int32(record["label"]),
+        # Evaluation keeps every ground-truth label: the crop rule is a training augmentation.
+        **_label_fields(record),
         "points": targets,
         "point_weight": weights,
         "_mask": np.bool_(True),

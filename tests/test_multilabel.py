@@ -1,0 +1,89 @@
+"""Multi-label pieces: the COCO-AB crop rule in the train transform, and average precision."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from luab_jax.evaluators import multilabel
+from luab_jax.pp import transforms
+
+
+def _jpeg(height=100, width=100):
+  buffer = io.BytesIO()
+  Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buffer, format="JPEG")
+  return buffer.getvalue()
+
+
+def test_clicked_class_outside_crop_loses_its_label():
+  record = {
+      "image": _jpeg(),
+      "labels": np.array([1, 1, 1, 0], bool),
+      # Class 0 clicked at the top-left corner, class 1 at the bottom-right: a crop of a
+      # quarter of the area never holds both. Class 2 is present but never clicked.
+      "points": np.array([[0.0, 0.0], [1.0, 1.0], [-1, -1], [-1, -1]], np.float32),
+      "has_points": np.array([True, True, False, False]),
+      "file_name": "fixture",
+  }
+  transform = transforms.TrainTransform(image_size=16, scale=(0.25, 0.25), ratio=(1.0, 1.0),
+                                        num_points=4)
+  dropped = 0
+  for seed in range(20):
+    example = transform.random_map(dict(record), np.random.default_rng(seed))
+    labels, weights = example["labels"], example["point_weight"]
+    assert labels.dtype == np.float32 and labels.shape == (4,)
+    # Kept exactly where the click survived the crop; unclicked classes keep their label.
+    np.testing.assert_array_equal(labels[:2], weights[:2])
+    assert labels[2] == 1.0 and labels[3] == 0.0
+    assert weights[2] == 0.0 and weights[3] == 0.0
+    dropped += int(labels[:2].sum() < 2)
+  assert dropped == 20
+
+
+def test_eval_transform_keeps_every_label():
+  record = {"image": _jpeg(), "labels": np.array([1, 1], bool),
+            "points": np.array([[0.0, 0.0], [0.5, 0.5]], np.float32),
+            "has_points": np.array([True, True])}
+  example = transforms.EvalTransform(image_size=16, crop_fraction=0.5, num_points=2).map(record)
+  np.testing.assert_array_equal(example["labels"], [1.0, 1.0])
+  np.testing.assert_array_equal(example["point_weight"], [0.0, 1.0])
+
+
+def test_record_without_points_gives_missing_points():
+  example = transforms.EvalTransform(image_size=16, num_points=1).map(
+      {"image": _jpeg(), "label": 3})
+  assert example["label"] == 3
+  np.testing.assert_array_equal(example["points"], [[-1.0, -1.0]])
+  np.testing.assert_array_equal(example["point_weight"], [0.0])
+
+
+def _brute_force_ap(scores, positives):
+  precisions = [np.sum(positives & (scores >= s)) / np.sum(scores >= s)
+                for s in scores[positives]]
+  return float(np.mean(precisions))
+
+
+def test_average_precision_by_hand_and_brute_force():
+  # Positives at ranks 1 and 3: AP = (1/1 + 2/3) / 2.
+  ap = multilabel.average_precision(np.array([0.9, 0.8, 0.7, 0.6]),
+                                    np.array([1, 0, 1, 0], bool))
+  np.testing.assert_allclose(ap, (1 + 2 / 3) / 2)
+  # A tie between a positive and a negative counts both above the threshold.
+  np.testing.assert_allclose(multilabel.average_precision(np.array([0.5, 0.5]),
+                                                          np.array([1, 0], bool)), 0.5)
+  assert np.isnan(multilabel.average_precision(np.array([0.1, 0.2]), np.array([0, 0], bool)))
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    scores = np.round(rng.random(50), 1)  # Rounded: many ties.
+    positives = rng.random(50) < 0.3
+    if positives.any():
+      np.testing.assert_allclose(multilabel.average_precision(scores, positives),
+                                 _brute_force_ap(scores, positives))
+
+
+def test_map_skips_classes_without_positives():
+  scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.4]])
+  labels = np.array([[1, 0, 0], [0, 1, 0]])
+  metrics = multilabel.multilabel_metrics(scores, labels)
+  assert metrics["map"] == 1.0 and metrics["num_classes_with_positives"] == 2
+  assert "class_ap/2" not in metrics and metrics["precision_at_1"] == 1.0
