@@ -99,7 +99,7 @@ def get_config(arg=None):
     config.dataset = config.evals.val.dataset = "coco_ab/fixture"
     config.data_dir = "data/tfds_fixture"
     config.input.image_size = config.model.image_size = 32
-    config.input.num_workers = 0
+    config.input.num_workers = config.input.eval_num_workers = 0
     config.input.read_threads = 1
     config.model.variant = "mu/8"
     config.model.dtype = "float32"

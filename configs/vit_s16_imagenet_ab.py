@@ -14,7 +14,8 @@ Small local mode, on the test fixture (a handful of photographs; seconds on a CP
   python -m luab_jax.train --config configs/vit_s16_imagenet_ab.py:runlocal \
       --workdir workdirs/vit_s16_imagenet_ab_local
 
-Arguments: lam (point-regression weight; 0 = baseline), epochs, batch_size, runlocal.
+Arguments: lam (point-regression weight; 0 = baseline), epochs, batch_size, variant (S/16),
+runlocal.
 
 Recipe. The paper's exact recipe is not public (see the LUAB reference). This is the DeiT-style
 AdamW recipe that ViT-S/B ImageNet-1k-from-scratch numbers are usually quoted for (batch 1024,
@@ -115,7 +116,7 @@ def _local_fixture(config):
   config.train_split = "train"
   config.num_classes = 3
   config.input.image_size = config.model.image_size = 32
-  config.input.num_workers = 0
+  config.input.num_workers = config.input.eval_num_workers = 0
   config.input.read_threads = 1
   config.model.variant = "mu/8"
   config.model.dtype = "float32"

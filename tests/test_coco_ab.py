@@ -18,6 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from luab_jax.datasets import preparation
+from luab_jax.datasets import stored_images
 from luab_jax.datasets.coco_ab import coco_ab_dataset_builder as cab
 from luab_jax.datasets.coco_ab import coco_records as cr
 
@@ -279,25 +280,26 @@ def test_unreadable_image_is_skipped_and_a_bad_zip_stops(tmp_path):
 
 
 @pytest.mark.parametrize("photo, reason", [
-    ("astronaut.jpg", None), ("coffee_cmyk.jpg", "cmyk_jpeg_reencoded"),
-    ("camera_grayscale.jpg", "grayscale_jpeg_reencoded"),
-    ("chelsea_png_named.JPEG", "not_a_jpeg_reencoded")])
+    ("astronaut.jpg", None), ("coffee_cmyk.jpg", "image: JPEG CMYK re-encoded as RGB JPEG q95"),
+    ("camera_grayscale.jpg", "image: JPEG L re-encoded as RGB JPEG q95"),
+    ("chelsea_png_named.JPEG", "image: PNG RGB re-encoded as RGB JPEG q95")])
 def test_storable_jpeg(photo, reason):
   with open(os.path.join(PHOTOS, photo), "rb") as f:
     data = f.read()
-  jpeg, why, size = cab.storable_jpeg(data)
-  assert why == reason
+  stored = stored_images.storable_jpeg(data)
+  assert stored.repair == reason
   if reason is None:
-    assert jpeg is data
-  with Image.open(io.BytesIO(jpeg)) as image:
-    assert image.format == "JPEG" and image.mode == "RGB" and image.size == size
+    assert stored.data is data
+  with Image.open(io.BytesIO(stored.data)) as image:
+    assert image.format == "JPEG" and image.mode == "RGB"
+    assert image.size == (stored.width, stored.height)
 
 
 def test_truncated_jpeg_cannot_be_stored():
   with open(os.path.join(PHOTOS, "astronaut_truncated.jpg"), "rb") as f:
     data = f.read()
-  with pytest.raises(cab._DECODE_ERRORS):  # pylint: disable=protected-access
-    cab.storable_jpeg(data)
+  with pytest.raises(stored_images.UndecodableImageError):
+    stored_images.storable_jpeg(data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,14 +388,17 @@ def test_build_report(built):
       "train:add_without_point": 1, "train:add_icon_of_unused_category": 1,
       "train:add_point_not_a_number": 1, "train:add_point_outside_image": 1,
       "train:add_point_clipped_to_image": 1, "train:unknown_action_type": 1,
-      "train:cmyk_jpeg_reencoded": 1, "train:grayscale_jpeg_reencoded": 1,
-      "train:not_a_jpeg_reencoded": 1, "train:image_size_differs_from_instances": 1,
+      "train:image: JPEG CMYK re-encoded as RGB JPEG q95": 1,
+      "train:image: JPEG L re-encoded as RGB JPEG q95": 1,
+      "train:image: PNG RGB re-encoded as RGB JPEG q95": 1,
+      "train:image_size_differs_from_instances": 1,
       "train:box_clipped_to_image": 1, "train:invalid_box_dropped": 1,
       "train:time_spent_missing": 1}
   examples = report.examples
   assert examples["skipped:train:missing_image_file"] == [_file_name("train2014", 73)]
   assert examples["skipped:train:undecodable_image"] == [_file_name("train2014", 72)]
-  assert examples["repaired:train:cmyk_jpeg_reencoded"] == [_file_name("train2014", 61)]
+  assert examples["repaired:train:image: JPEG CMYK re-encoded as RGB JPEG q95"] == [
+      _file_name("train2014", 61)]
   assert examples["repaired:train:no_byproduct_record"] == [_file_name("train2014", 36),
                                                             _file_name("train2014", 49)]
   assert "image_id 999" in examples["skipped:train:byproduct_record_image_not_in_instances"][0]

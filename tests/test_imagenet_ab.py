@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from luab_jax.datasets import core
 from luab_jax.datasets import preparation
+from luab_jax.datasets import stored_images
 from luab_jax.datasets.imagenet_ab import imagenet_ab_dataset_builder as iab
 from luab_jax.datasets.imagenet_ab import xml_records as xr
 
@@ -256,15 +257,16 @@ def test_no_xml_features():
 
 def test_rgb_jpeg_kept_byte_for_byte_others_repaired_truncated_rejected():
   data = (PHOTOS / "astronaut.jpg").read_bytes()
-  assert iab.rgb_jpeg(data) == (data, None)
+  stored = stored_images.storable_jpeg(data)
+  assert stored.data is data and stored.repair is None
   for photo, kind in (("coffee_cmyk.jpg", "JPEG CMYK"), ("camera_grayscale.jpg", "JPEG L"),
                       ("chelsea_png_named.JPEG", "PNG RGB")):
-    fixed, reason = iab.rgb_jpeg((PHOTOS / photo).read_bytes())
-    assert reason.startswith(f"image: {kind} re-encoded")
-    with Image.open(io.BytesIO(fixed)) as image:
+    stored = stored_images.storable_jpeg((PHOTOS / photo).read_bytes())
+    assert stored.repair.startswith(f"image: {kind} re-encoded")
+    with Image.open(io.BytesIO(stored.data)) as image:
       assert image.format == "JPEG" and image.mode == "RGB"
-  with pytest.raises(iab.UndecodableImageError):
-    iab.rgb_jpeg((PHOTOS / "astronaut_truncated.jpg").read_bytes())
+  with pytest.raises(stored_images.UndecodableImageError):
+    stored_images.storable_jpeg((PHOTOS / "astronaut_truncated.jpg").read_bytes())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,9 +62,9 @@ Images:
   that cannot be opened at all stops preparation with an error naming it.
 - undecodable_image (skip): PIL cannot decode the whole file (truncated, corrupt): the pipeline
   decodes with PIL too, and would fail on it in training.
-- cmyk_jpeg_reencoded, grayscale_jpeg_reencoded, other_mode_jpeg_reencoded, not_a_jpeg_reencoded
-  (repair): anything but a 3-channel JPEG (CMYK, grayscale, PNG bytes named .jpg, ...) is
-  converted to RGB by PIL and stored as a JPEG of quality JPEG_QUALITY.
+- "image: FORMAT MODE re-encoded as RGB JPEG q95" (repair): anything but a 3-channel JPEG (CMYK,
+  grayscale, PNG bytes named .jpg, ...) is converted to RGB by PIL and re-encoded
+  (`luab_jax.datasets.stored_images`, shared with ImageNet-AB).
 - image_size_differs_from_instances (repair): the decoded size is not the instances file's
   width / height; boxes stay normalised by the instances size (the size they were drawn on).
 Instances files (a file that is not an instances file, or whose categories are not COCO's 80,
@@ -113,21 +113,16 @@ import zipfile
 
 from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from luab_jax.datasets import preparation
+from luab_jax.datasets import stored_images
 from luab_jax.datasets.coco_ab import coco_records
 
 IMAGES_PER_UNIT = 1000
-JPEG_QUALITY = 95
 TRAIN, VALIDATION = "train", "validation"
 _COCO_SPLIT = {TRAIN: "train2014", VALIDATION: "val2014"}
 BYPRODUCT_FILE_NAMES = ("coco_ab_v1_0.json", "instances_train2014_metadata.json")
-# MPO is how PIL names camera JPEGs with a multi-picture extension: still a JPEG to any decoder.
-_JPEG_FORMATS = ("JPEG", "MPO")
-# What PIL raises on files it cannot decode (UnidentifiedImageError is an OSError).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclasses.dataclass(eq=False)
@@ -255,28 +250,6 @@ def read_image(images: str, file_name: str) -> bytes | None:
     return None
 
 
-def storable_jpeg(data: bytes) -> tuple[bytes, str | None, tuple[int, int]]:
-  """(JPEG bytes to store, why they were re-encoded or None, (width, height)).
-
-  The original bytes when they are a 3-channel JPEG; otherwise an RGB re-encoding. Raises one of
-  _DECODE_ERRORS when PIL cannot decode the whole image.
-  """
-  with Image.open(io.BytesIO(data)) as image:
-    image.load()  # Decodes every scan: truncated files fail here, as they would in training.
-    size = image.size
-    if image.format in _JPEG_FORMATS and image.mode == "RGB":
-      return data, None, size
-    if image.format not in _JPEG_FORMATS:
-      reason = "not_a_jpeg_reencoded"
-    else:
-      reason = {"CMYK": "cmyk_jpeg_reencoded", "L": "grayscale_jpeg_reencoded"}.get(
-          image.mode, "other_mode_jpeg_reencoded")
-    rgb = image.convert("RGB")
-  buffer = io.BytesIO()
-  rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-  return buffer.getvalue(), reason, size
-
-
 def _tell(report: preparation.PrepareReport, split: str, note: coco_records.Note) -> None:
   if note.kind == coco_records.SKIP:
     report.skip(split, note.reason, note.name)
@@ -399,21 +372,22 @@ Put in the manual directory:
       report.skip(split, "missing_image_file", image.file_name)
       return None
     try:
-      jpeg, reason, size = storable_jpeg(data)
-    except _DECODE_ERRORS as e:
+      stored = stored_images.storable_jpeg(data)
+    except stored_images.UndecodableImageError as e:
       logging.warning("coco_ab: skipping %s in %s: cannot decode it: %s", image.file_name,
                       images, e)
       report.skip(split, "undecodable_image", image.file_name)
       return None
     targets, notes = coco_records.example_targets(entry)
-    if reason:
-      report.repair(split, reason, image.file_name)
-    if size != (image.width, image.height):
+    if stored.repair:
+      report.repair(split, stored.repair, image.file_name)
+    if (stored.width, stored.height) != (image.width, image.height):
       report.repair(split, "image_size_differs_from_instances", image.file_name)
     # Once per image and reason (an image may have several bad actions or boxes of one kind).
     for note in dict.fromkeys((*entry.notes, *notes)):
       _tell(report, split, note)
-    return {"image": jpeg, "image_id": image.image_id, "file_name": image.file_name, **targets}
+    return {"image": stored.data, "image_id": image.image_id, "file_name": image.file_name,
+            **targets}
 
 
 # The name TFDS also accepts for the builder class of a `*_dataset_builder.py` module.

@@ -83,14 +83,13 @@ from typing import Iterator, Optional, Union
 
 from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from luab_jax.datasets import preparation
+from luab_jax.datasets import stored_images
 from luab_jax.datasets.imagenet_ab import xml_records
 
 SPLIT = "train"
-JPEG_QUALITY = 95
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 IMAGE_TAR = "ILSVRC2012_img_train.tar"
@@ -378,28 +377,6 @@ def xml_sources(manual_dir: str, wnids, cache_root: str, split: str,
 # ---------------------------------------------------------------------------------------------
 
 
-class UndecodableImageError(ValueError):
-  pass
-
-
-def rgb_jpeg(data: bytes) -> tuple[bytes, Optional[str]]:
-  """(JPEG bytes, repair reason or None): the original bytes when they are a decodable RGB JPEG.
-
-  Raises UndecodableImageError for truncated or unreadable data.
-  """
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()  # A full decode: the only way to find truncated files.
-      if image.format == "JPEG" and image.mode == "RGB":
-        return data, None
-      reason = f"image: {image.format} {image.mode} re-encoded as RGB JPEG q{JPEG_QUALITY}"
-      out = io.BytesIO()
-      image.convert("RGB").save(out, format="JPEG", quality=JPEG_QUALITY)
-      return out.getvalue(), reason
-  except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-    raise UndecodableImageError(str(e)) from e
-
-
 def _class_images(unit: ClassUnit, split: str,
                   report: preparation.PrepareReport) -> Iterator[tuple[str, bytes]]:
   try:
@@ -458,14 +435,14 @@ def class_examples(unit: ClassUnit, split: str,
       continue
     stems.add(stem)
     try:
-      image, repair = rgb_jpeg(data)
-    except UndecodableImageError as e:
+      image = stored_images.storable_jpeg(data)
+    except stored_images.UndecodableImageError as e:
       logging.warning("imagenet_ab: %s: %s", name, e)
       report.skip(split, UNDECODABLE, name)
       continue
-    if repair:
-      report.repair(split, repair, name)
-    example = {"image": image, "label": unit.label, "file_name": file_name}
+    if image.repair:
+      report.repair(split, image.repair, name)
+    example = {"image": image.data, "label": unit.label, "file_name": file_name}
     example.update(_byproducts(xmls.get(stem), name, split, report))
     yield stem, example
   for stem in sorted(xmls.keys() - stems):
