@@ -111,6 +111,7 @@ def summary_table(runs: dict[str, list[dict]]) -> str:
   lines = ["| metric | " + " | ".join(columns) + " |",
            "|---|" + "---:|" * len(columns)]
   for key in keys:
-    cells = [f"{values[c, key]:.4f}" if (c, key) in values else "" for c in columns]
+    digits = 0 if key.rsplit("/", 1)[-1].startswith("num_") else 4  # Counts print as counts.
+    cells = [f"{values[c, key]:.{digits}f}" if (c, key) in values else "" for c in columns]
     lines.append(f"| {key} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -342,6 +342,8 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
 
 
 def _throughput_line(t: _Throughput) -> str:
+  if not t.images:
+    return "Nothing evaluated: every (checkpoint, evaluator) pair asked for was already done."
   line = (f"Evaluation speed: {t.images} images in {t.seconds:.1f}s = "
           f"{t.images / max(t.seconds, 1e-9):.0f} images/s")
   if t.warm_seconds > 0:

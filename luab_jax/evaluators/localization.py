@@ -10,7 +10,8 @@ none; luab_shapes has `object_box`):
                     (the pointing game); needs a model with one point (config.model.num_points).
 All in the coordinates of the evaluation crop (the central `input.eval_crop_fraction` crop):
 the model predicts points there, and the record's points and boxes are moved into it by
-pp/geometry.py (boxes are not clipped, so a box reaching out of the crop is still exact).
+pp/geometry.py (boxes are not clipped, so a box reaching out of the crop is still exact). A
+click that falls outside the crop is not counted (the model predicts inside it), as in training.
 
 Example: config.evals.loc = dict(type="localization", dataset="luab_shapes/cpu64",
 split="original", box_key="object_box", radii=(0.05, 0.1, 0.2)).
