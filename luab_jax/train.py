@@ -164,7 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # ------------------------------------------------------------------ Evaluators.
   fns = evaluators.make_model_fns(spec.apply, mesh, state_shardings["params"],
-                                  num_points=config.model.get("num_points", 1))
+                                  num_points=config.model.get("num_points", 1),
+                                  num_classes=config.num_classes)
   evals = evaluators.from_config(config.evals, fns=fns, mesh=mesh,
                                  data_dir=config.data_dir, input_config=config.input)
   eval_every = {name: cfg.get("every_steps") for name, cfg in config.evals.items()}
