@@ -85,8 +85,30 @@ def test_coco_train_batches_follow_the_crop_rule(fixture_data_dir):
   assert positives_seen > 0
 
 
+def _flat(config, prefix=""):
+  flat = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+@pytest.mark.parametrize("arg", ["lam=0", "runlocal"])
+def test_vit_b16_is_the_vit_s16_recipe_with_a_bigger_model(arg):
+  # So its local mode is the ViT-S/16 one (same tiny model), which the next test trains.
+  s16 = _flat(_load_config("vit_s16_imagenet_ab", arg))
+  b16 = _flat(_load_config("vit_b16_imagenet_ab", arg))
+  differing = {key for key in s16.keys() | b16.keys() if s16.get(key) != b16.get(key)}
+  expected = {"sharding_rules", "fsdp_min_size_mb"}
+  if arg != "runlocal":  # The local mode uses the same tiny ViT for both.
+    expected.add("model.variant")
+    assert b16["model.variant"] == "B/16" and b16["loss.point_lambda"] == 0.0
+  assert differing == expected
+
+
 @pytest.mark.parametrize("name,metric", [("vit_s16_imagenet_ab", "minival/accuracy"),
-                                         ("vit_b16_imagenet_ab", "minival/accuracy"),
                                          ("vit_s16_coco_ab", "val/map")])
 def test_config_trains_in_local_mode(fixture_data_dir, tmp_path, name, metric):
   config = _load_config(name)
