@@ -196,6 +196,10 @@ def create_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointM
 
 
 def save_best(manager: ocp.CheckpointManager, step: int, params, metric: str, value: float):
+  """Offers `params` of `step` as the best; the manager keeps it only if it beats the kept one."""
+  if step in manager.all_steps():  # Re-evaluated after a resume: the kept one stands.
+    logging.info("The best-checkpoint manager already holds step %d; not saved again.", step)
+    return
   manager.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(params)}),
                metrics={metric: float(value)}, force=True)
 

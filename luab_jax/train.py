@@ -290,56 +290,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           "config.nan_policy='skip' to skip such updates.")
     unchecked.clear()
 
-  with preemption.Preemption() as preempt:
-    while step < total_steps:
-      step += 1
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = sharding_lib.to_global(next(train_iter), batch_sharding)
-        state, metrics = train_step(state, batch)
-      pending.append(metrics)
-      unchecked.append((step, metrics["nan_skipped_steps"]))
-      progress(step)
+  try:
+    with preemption.Preemption() as preempt:
+      while step < total_steps:
+        step += 1
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = sharding_lib.to_global(next(train_iter), batch_sharding)
+          state, metrics = train_step(state, batch)
+        pending.append(metrics)
+        unchecked.append((step, metrics["nan_skipped_steps"]))
+        progress(step)
 
-      if step % log_steps == 0 or step == total_steps:
-        # Averaged over the steps since the last log; fetching forces a sync, hence only here.
-        check_finite()
-        means = _aggregate(pending)
-        now = time.time()
-        images_per_sec = (step - last_log_step) * config.batch_size / max(now - last_log_time,
-                                                                           1e-9)
-        means["images_per_sec"] = images_per_sec
-        means["images_per_sec_per_device"] = images_per_sec / mesh.size
-        writer.write_scalars(step, means)
-        if nan_policy == "stop" and not all(math.isfinite(v) for v in means.values()):
-          raise FloatingPointError(f"Non-finite training metrics between steps "
-                                   f"{last_log_step + 1} and {step}: {means}")
-        pending, last_log_time, last_log_step = [], now, step
+        if step % log_steps == 0 or step == total_steps:
+          # Averaged over the steps since the last log; fetching forces a sync, hence only here.
+          check_finite()
+          means = _aggregate(pending)
+          now = time.time()
+          images_per_sec = (step - last_log_step) * config.batch_size / max(now - last_log_time,
+                                                                             1e-9)
+          means["images_per_sec"] = images_per_sec
+          means["images_per_sec_per_device"] = images_per_sec / mesh.size
+          writer.write_scalars(step, means)
+          if nan_policy == "stop" and not all(math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(f"Non-finite training metrics between steps "
+                                     f"{last_log_step + 1} and {step}: {means}")
+          pending, last_log_time, last_log_step = [], now, step
 
-      preempted = preempt.reached(step)
-      if (step % ckpt_steps == 0 or step == total_steps or step == stop_at_step or preempted):
-        check_finite()  # Never write a non-finite state over a good checkpoint.
-        checkpointing.save(manager, step, state, train_iter, force=True)
-        last_saved = step
+        preempted = preempt.reached(step)
+        if (step % ckpt_steps == 0 or step == total_steps or step == stop_at_step or preempted):
+          check_finite()  # Never write a non-finite state over a good checkpoint.
+          checkpointing.save(manager, step, state, train_iter, force=True)
+          last_saved = step
 
-      if preempted:
-        break
-      due = [name for name, every in eval_every.items()
-             if (every and step % every == 0) or step == total_steps]
-      if due:
-        results = run_evals(step, due)
-        last_results.update(results)
-        save_best(step, results)
-      if step == stop_at_step:
-        logging.info("Stopping at step %d as asked; run again to resume.", step)
-        break
-
-  manager.wait_until_finished()
-  manager.close()
-  if best_manager is not None:
-    best_manager.wait_until_finished()
-    best_manager.close()
-  train_iter.close()  # Stops the prefetch worker processes and frees their shared memory.
-  writer.flush()
+        if preempted:
+          break
+        due = [name for name, every in eval_every.items()
+               if (every and step % every == 0) or step == total_steps]
+        if due:
+          results = run_evals(step, due)
+          last_results.update(results)
+          save_best(step, results)
+        if step == stop_at_step:
+          logging.info("Stopping at step %d as asked; run again to resume.", step)
+          break
+  finally:
+    # Also on an exception (e.g. the NaN guard): an async save still being written must be
+    # finished, or the last good checkpoint would be left as a temporary directory.
+    manager.wait_until_finished()
+    manager.close()
+    if best_manager is not None:
+      best_manager.wait_until_finished()
+      best_manager.close()
+    train_iter.close()  # Stops the prefetch worker processes and frees their shared memory.
+    writer.flush()
   if preempt.signum is not None and step < total_steps:
     message = (f"Preempted by {preemption.signal_name(preempt.signum)}: saved the checkpoint "
                f"of step {step} in {checkpointing.checkpoint_dir(workdir)}; run the same "
