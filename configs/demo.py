@@ -92,6 +92,11 @@ def get_config(arg=None):
   config.evals = ml_collections.ConfigDict()
   config.evals.bgc = dict(type="background_challenge", dataset=args.dataset, batch_size=250,
                           every_steps=None)
+  # Where the point head points, on the in-distribution split: distance to the clicks and the
+  # pointing game on the object's box (only_bg images have no box and do not count).
+  config.evals.loc = dict(type="localization", dataset=args.dataset, split="original",
+                          box_key="object_box", radii=(0.05, 0.1, 0.2), batch_size=250,
+                          every_steps=None)
 
   if args.runlocal:
     config.dataset = "luab_shapes/tiny"
@@ -106,4 +111,6 @@ def get_config(arg=None):
     config.ckpt_steps = 3
     config.evals.bgc.dataset = "luab_shapes/tiny"
     config.evals.bgc.batch_size = 32
+    config.evals.loc.dataset = "luab_shapes/tiny"
+    config.evals.loc.batch_size = 32
   return config

@@ -204,16 +204,35 @@ def save_best(manager: ocp.CheckpointManager, step: int, params, metric: str, va
                metrics={metric: float(value)}, force=True)
 
 
+def _read_only_manager(workdir: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers={STATE: ocp.PyTreeCheckpointHandler()})
+
+
+def available_steps(workdir: str) -> list[int]:
+  """Sorted steps of the complete checkpoints of `workdir` ([] while there are none yet).
+
+  A step still being written lives in a temporary directory until it is committed, so it is
+  not listed; reading again later (as `evaluate --follow` does) sees new steps.
+  """
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    return []
+  manager = _read_only_manager(workdir)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
 def restore_params(workdir: str, step: int | None, abstract_params):
   """Restores only the model parameters (no optimizer state, no data iterator).
 
   For evaluation: the optimizer moments, twice the size of the model, are never read. Returns
   (params, step); `step=None` means the latest checkpoint.
   """
-  manager = ocp.CheckpointManager(
-      checkpoint_dir(workdir),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={STATE: ocp.PyTreeCheckpointHandler()})
+  manager = _read_only_manager(workdir)
   try:
     if step is None:
       step = manager.latest_step()

@@ -6,8 +6,9 @@ would otherwise be silently ignored), before anything touches a device.
 Where to extend: a new top-level key goes into `TOP_LEVEL`; a new key of `config.input`,
 `config.loss` or `config.optax` into `NESTED`. `config.model` and `config.evals.NAME` are not
 listed here: their keys are the keyword arguments of `luab_jax.models.{model_name}.Model` and
-of `luab_jax.evaluators.{type}.Evaluator`, which reject unknown ones by name when the trainer
-builds them (still before any compilation).
+of `luab_jax.evaluators.{type}.Evaluator` (plus `type` and `every_steps`). The trainer checks
+the evaluators' keys with `evaluators.common.check_config_keys` right after this schema; the
+model rejects unknown keys by name when it is built (still before any compilation).
 
 `check_resume_compatible(saved, config)` compares the `config.json` of a work directory with
 the config of the run about to resume it. Keys in `INCOMPATIBLE` define *what* is trained (the

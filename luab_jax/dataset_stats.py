@@ -662,21 +662,25 @@ def _save(fig, out_dir: str, name: str) -> str:
 
 
 def open_source(dataset: str, split: str, data_dir: str | None):
-  """(source with undecoded images, features) of a prepared dataset; clear errors otherwise."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  """(source with undecoded images, features, class names from the dataset's metadata or None).
+
+  `core.get_source` gives the clear "not prepared" / "no such split" errors.
+  """
   from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top
-  core.get_source(dataset, split, data_dir)  # "Not prepared" / "no such split" errors.
-  b = core.builder(dataset, data_dir)
-  decoders = {"image": tfds.decode.SkipDecoding()} if "image" in b.info.features else None
-  return b.as_data_source(split=split, decoders=decoders), b.info.features
+  source = core.get_source(dataset, split, data_dir)
+  info = core.builder(dataset, data_dir).info
+  names = (info.metadata or {}).get("class_names")  # COCO-AB keeps its names there.
+  return source, info.features, tuple(names) if names else None
 
 
 def run(dataset: str, split: str, data_dir: str | None, out_dir: str, *,
         max_examples: int | None = None, num_samples: int = 16,
         plots: bool = True) -> dict[str, Any]:
   """Computes the statistics, writes stats.json (and the plots), prints the table."""
-  source, features = open_source(dataset, split, data_dir)
+  source, features, metadata_names = open_source(dataset, split, data_dir)
   fields = detect_fields(features, dataset, split)
+  if fields.class_names is None and metadata_names and len(metadata_names) == fields.num_classes:
+    fields = dataclasses.replace(fields, class_names=metadata_names)
   stats = compute_stats(source, fields, max_examples=max_examples, dataset=dataset, split=split)
   os.makedirs(out_dir, exist_ok=True)
   if plots:

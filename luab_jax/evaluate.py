@@ -1,71 +1,390 @@
-"""Evaluates a checkpoint of a training work directory on the config's evaluators.
+"""Evaluates checkpoints of training work directories in batch: checkpoints x evaluators.
 
-  python -m luab_jax.evaluate --config configs/demo.py --workdir workdirs/demo_luab [--step N]
+  python -m luab_jax.evaluate --workdir workdirs/demo/baseline,workdirs/demo/luab
+  python -m luab_jax.evaluate --workdir W --checkpoints 400,800 --evals bgc --data_dir data/tfds
+  python -m luab_jax.evaluate --workdir W --follow          # evaluates W's checkpoints as it trains
+  python -m luab_jax.evaluate --workdir W --config configs/demo.py --evals loc
 
-Restores only the parameters, onto the mesh of *this* job (a checkpoint written by a sharded run
-evaluates on one CPU), runs every entry of `config.evals`, prints the metrics and writes them to
-`{workdir}/eval/step_{N}.json` and to `{workdir}/eval_metrics.jsonl`.
+For every work directory: the config is its `config.json` (what the trainer wrote), or
+`--config` (then its model must be the one of `config.json`); the evaluators are
+`config.evals` (all, or those named by `--evals`); the checkpoints are `--checkpoints`
+(`all`, `latest`, or steps such as `400,800`). All of it runs in one process: the parameters of
+each checkpoint are restored onto *this* job's mesh from an abstract sharded tree (a checkpoint
+written on a pod evaluates on one GPU or a CPU), the evaluation step is compiled once per batch
+layout and reused for every checkpoint (and for every work directory with the same model), the
+last batch is padded and masked, and metrics are summed on the devices as batches stream by.
+
+Outputs, per work directory (see eval_results.py): `eval/metrics.jsonl` and `eval/metrics.csv`
+(one row per checkpoint, evaluator and metric), `eval/step_N.json`, TensorBoard scalars in
+`eval/tensorboard/`; then a summary table (printed, and written to PLOT_DIR/summary.md) and PNG
+plots of every metric against the step, the work directories overlaid, in `--plot_dir`
+(default: WORKDIR/eval/plots for one work directory, PARENT/eval_plots for several, PARENT being
+their common parent). A (checkpoint, evaluator) pair already in `eval/metrics.jsonl` is skipped
+unless `--redo`.
+
+`--follow` keeps polling for new checkpoints and evaluates them as they appear; it stops once
+the last step of training (config.total_steps, or total_epochs converted) has been evaluated in
+every work directory, or after `--follow_timeout` seconds without a new checkpoint.
 """
 
+import dataclasses
 import json
 import os
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
+from clu import metric_writers
 import jax
+from jax.experimental import multihost_utils
+import ml_collections
 from ml_collections import config_flags
+import numpy as np
 
 from luab_jax import checkpointing
-from luab_jax import metric_logs
+from luab_jax import durations
+from luab_jax import eval_plots
+from luab_jax import eval_results
+from luab_jax import run_config
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
 
+# Keys that define the model: a --config must agree with the run's config.json on them.
+_MODEL_KEYS = ("model_name", "model", "num_classes")
+# Everything that decides the compiled functions and the evaluators; runs equal on these share
+# them (baseline and LUAB differ only in the loss).
+_SETUP_KEYS = _MODEL_KEYS + ("mesh", "sharding_rules", "fsdp_min_size_mb", "data_dir", "input")
+_MAX_STEPS = 4096  # Longest checkpoint list agreed between processes.
+
+
+# ------------------------------------------------------------------ Configs and checkpoints.
+def _plain(value):
+  """A config value in comparable JSON form: ConfigDicts -> dicts, tuples -> lists."""
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def load_config(workdir: str, config=None, *, data_dir=None, mesh=None):
+  """The config to evaluate `workdir` with: `config.json`, or `config` checked against it."""
+  path = os.path.join(workdir, "config.json")
+  saved = run_config.load_json(path) if os.path.exists(path) else None
+  if config is None:
+    if saved is None:
+      raise FileNotFoundError(f"{path} does not exist (not a training work directory?); pass "
+                              "--config.")
+    config = saved
+  elif saved is not None:
+    for key in _MODEL_KEYS:
+      if _plain(config.get(key)) != _plain(saved.get(key)):
+        raise ValueError(f"--config has {key}={_plain(config.get(key))}, but {path} has "
+                         f"{_plain(saved.get(key))}: the checkpoints are of another model.")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    if data_dir is not None:
+      config.data_dir = data_dir
+    if mesh is not None:
+      config.mesh = mesh
+  if not config.get("evals"):
+    raise ValueError(f"The config of {workdir} has no config.evals: nothing to evaluate.")
+  return config
+
+
+def parse_mesh(text: str):
+  """'data:-1,fsdp:1' -> (("data", -1), ("fsdp", 1))."""
+  axes = []
+  for part in text.split(","):
+    name, _, size = part.partition(":")
+    if not name or not size.lstrip("-").isdigit():
+      raise ValueError(f"--mesh={text!r}: use AXIS:SIZE pairs, e.g. data:-1,fsdp:1.")
+    axes.append((name.strip(), int(size)))
+  return tuple(axes)
+
+
+def select_steps(spec: str, available: list[int], workdir: str) -> list[int]:
+  """Steps of `available` chosen by --checkpoints: all, latest or a list of steps."""
+  if spec == "all":
+    return list(available)
+  if spec == "latest":
+    return list(available[-1:])
+  try:
+    steps = sorted({int(s) for s in spec.split(",")})
+  except ValueError as e:
+    raise ValueError(f"--checkpoints={spec!r}: use all, latest or steps such as 400,800.") from e
+  missing = sorted(set(steps) - set(available))
+  if missing:
+    raise FileNotFoundError(f"No checkpoint of steps {missing} in "
+                            f"{checkpointing.checkpoint_dir(workdir)}; there are {available}.")
+  return steps
+
+
+def final_step(config) -> int | None:
+  """The last step training will reach (config.total_steps, or total_epochs converted)."""
+  if config.get("total_steps"):
+    return int(config.total_steps)
+  if not config.get("total_epochs"):
+    return None
+  num_train = len(datasets.get_source(config.dataset, config.train_split, config.data_dir))
+  return durations.steps("total", config, num_examples=num_train, batch_size=config.batch_size)
+
+
+def _agreed(steps: list[int]) -> list[int]:
+  """Process 0's list on every process, so that all of them evaluate the same checkpoints."""
+  if jax.process_count() == 1:
+    return steps
+  if len(steps) > _MAX_STEPS:
+    raise ValueError(f"{len(steps)} checkpoints; at most {_MAX_STEPS} per work directory.")
+  padded = np.full(_MAX_STEPS, -1, np.int64)
+  padded[:len(steps)] = steps
+  return [int(s) for s in multihost_utils.broadcast_one_to_all(padded) if s >= 0]
+
+
+# ------------------------------------------------------------------ Setups and runs.
+@dataclasses.dataclass
+class _Setup:
+  """What work directories with the same model, mesh, data and evaluators share."""
+  abstract_params: object  # ShapeDtypeStructs with this mesh's shardings.
+  evaluators: dict
+
+
+def _make_setup(config, eval_names, devices) -> _Setup:
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
+  spec = train_state_lib.model_spec(config)
+  shardings = train_state_lib.param_shardings(spec.abstract_params, config, mesh)
+  fns = evaluators.make_model_fns(spec.apply, mesh, shardings,
+                                  num_points=config.model.get("num_points", 1),
+                                  num_classes=config.num_classes)
+  evals = evaluators.from_config({name: config.evals[name] for name in eval_names}, fns=fns,
+                                 mesh=mesh, data_dir=config.data_dir, input_config=config.input)
+  logging.info("Evaluators %s on mesh %s.", list(evals), dict(mesh.shape))
+  return _Setup(checkpointing.abstract_like(spec.abstract_params, shardings), evals)
+
+
+@dataclasses.dataclass
+class _Run:
+  workdir: str
+  label: str
+  config: ml_collections.ConfigDict
+  eval_names: list
+  setup: _Setup
+  store: eval_results.ResultStore
+  writer: metric_writers.MetricWriter | None
+  selected: list  # The steps --checkpoints chose at start.
+  known: set  # Every step listed at start; later ones are new (--follow).
+  final_step: int | None = None
+
+
+def _labels(workdirs: list[str]) -> list[str]:
+  """Run names for tables and legends: the directory names, or the paths if those clash."""
+  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  return names if len(set(names)) == len(names) else [os.path.normpath(w) for w in workdirs]
+
+
+def default_plot_dir(workdirs: list[str]) -> str:
+  if len(workdirs) == 1:
+    return os.path.join(workdirs[0], "eval", "plots")
+  parent = os.path.commonpath([os.path.dirname(os.path.abspath(w)) for w in workdirs])
+  return os.path.join(parent, "eval_plots")
+
+
+# ------------------------------------------------------------------ Evaluation.
+@dataclasses.dataclass
+class _Throughput:
+  images: int = 0
+  seconds: float = 0.0
+  warm_images: int = 0  # Excluding each evaluator's first run, which includes compilation.
+  warm_seconds: float = 0.0
+
+
+def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
+                   throughput: _Throughput) -> bool:
+  """Evaluates `names` on checkpoint `step`; False if the checkpoint vanished before restore."""
+  started = time.time()
+  try:
+    params, _ = checkpointing.restore_params(run.workdir, step, run.setup.abstract_params)
+  except Exception:  # pylint: disable=broad-except
+    # The trainer's retention (keep_ckpts) may delete a checkpoint between listing and
+    # restoring it; that, and only that, is skipped.
+    if step in checkpointing.available_steps(run.workdir):
+      raise
+    logging.warning("Checkpoint %d of %s was deleted before it could be evaluated (the "
+                    "trainer keeps only config.keep_ckpts); skipping it.", step, run.workdir)
+    return False
+  logging.info("Restored step %d of %s in %.1fs.", step, run.workdir, time.time() - started)
+  for name in names:
+    evaluator = run.setup.evaluators[name]
+    started = time.time()
+    metrics = evaluator.run(params)
+    seconds = time.time() - started
+    examples = evaluator.num_examples
+    run.store.put(step, name, metrics, seconds=seconds, examples=examples)
+    if run.writer is not None:
+      run.writer.write_scalars(step, {f"{name}/{key}": value for key, value in metrics.items()})
+      run.writer.flush()
+    throughput.images += examples
+    throughput.seconds += seconds
+    key = (id(run.setup), name)
+    if key in seen:
+      throughput.warm_images += examples
+      throughput.warm_seconds += seconds
+    seen.add(key)
+    logging.info("%s step %d %s: %d images in %.1fs (%.0f images/s).", run.label, step, name,
+                 examples, seconds, examples / max(seconds, 1e-9))
+  return True
+
+
+def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=None,
+        data_dir: str | None = None, mesh=None, follow: bool = False,
+        follow_timeout: float | None = None, poll_seconds: float = 30.0, redo: bool = False,
+        plot_dir: str | None = None, plots: bool = True, devices=None,
+        sleep=time.sleep) -> dict:
+  """Evaluates the checkpoints of `workdirs`; returns {"table", "plots", "rows", "throughput"}.
+
+  `plots=False` skips the PNGs and summary.md; `devices` restricts the mesh (default: all of
+  this job's); `sleep` is how --follow waits between polls (tests pass their own).
+  """
+  if follow and checkpoints not in ("all", "latest"):
+    raise ValueError("--follow evaluates new checkpoints as they appear; combine it with "
+                     "--checkpoints all or latest, not a list of steps.")
+  if follow and jax.process_count() > 1:
+    raise ValueError("--follow runs in a single process; evaluate a multi-host run's "
+                     "checkpoints after training, or follow it from one host.")
+  is_writer = jax.process_index() == 0
+  setups, runs = {}, []
+  for workdir, label in zip(workdirs, _labels(workdirs)):
+    cfg = load_config(workdir, config, data_dir=data_dir, mesh=mesh)
+    names = list(cfg.evals) if evals is None else list(evals)
+    unknown = [n for n in names if n not in cfg.evals]
+    if unknown:
+      raise ValueError(f"--evals {unknown} not in config.evals of {workdir}: it has "
+                       f"{sorted(cfg.evals)}.")
+    key = json.dumps({**{k: _plain(cfg.get(k)) for k in _SETUP_KEYS},
+                      "evals": {n: _plain(cfg.evals[n]) for n in names}}, sort_keys=True)
+    if key not in setups:
+      setups[key] = _make_setup(cfg, names, devices)
+    available = _agreed(checkpointing.available_steps(workdir))
+    if not available and not follow:
+      raise FileNotFoundError(f"No checkpoint in {checkpointing.checkpoint_dir(workdir)}.")
+    writer = (metric_writers.SummaryWriter(os.path.join(workdir, "eval", "tensorboard"))
+              if is_writer else None)
+    runs.append(_Run(workdir, label, cfg, names, setups[key],
+                     eval_results.ResultStore(workdir, write=is_writer), writer,
+                     select_steps(checkpoints, available, workdir), set(available)))
+  if follow:
+    for r in runs:
+      r.final_step = final_step(r.config)
+      if r.final_step is None and follow_timeout is None:
+        raise ValueError(f"The config of {r.workdir} sets neither total_steps nor total_epochs: "
+                         "--follow cannot know when training ends; pass --follow_timeout.")
+
+  throughput, seen = _Throughput(), set()
+  redone = {r.label: set() for r in runs}  # Pairs evaluated by this invocation.
+  last_progress = time.time()
+  while True:
+    for r in runs:
+      steps = list(r.selected)
+      if follow:
+        listed = _agreed(checkpointing.available_steps(r.workdir))
+        steps += [s for s in listed if s not in r.known]
+      done = redone[r.label] if redo else r.store.done() | redone[r.label]
+      for step in sorted(set(steps)):
+        pending = [n for n in r.eval_names if (step, n) not in done]
+        if not pending:
+          continue
+        if _evaluate_step(r, step, pending, seen, throughput):
+          redone[r.label].update((step, n) for n in pending)
+          last_progress = time.time()
+          if step not in r.selected:
+            r.selected.append(step)
+    if not follow:
+      break
+    finished = [r.final_step is not None and all(
+        (r.final_step, n) in r.store.done() | redone[r.label] for n in r.eval_names) for r in runs]
+    if all(finished):
+      logging.info("Every work directory's final step is evaluated; stopping.")
+      break
+    if follow_timeout is not None and time.time() - last_progress > follow_timeout:
+      logging.info("No new checkpoint for %.0fs (--follow_timeout); stopping.", follow_timeout)
+      break
+    sleep(poll_seconds)
+
+  table_rows = {r.label: r.store.rows(steps=set(r.selected), evaluators=set(r.eval_names))
+                for r in runs}
+  table = eval_results.summary_table(table_rows)
+  plot_dir = plot_dir or default_plot_dir(workdirs)
+  plot_paths = []
+  if plots and is_writer:
+    # Plots show every evaluated step of the chosen evaluators, not only this selection.
+    plot_paths = eval_plots.plot_metrics(
+        {r.label: r.store.rows(evaluators=set(r.eval_names)) for r in runs}, plot_dir)
+    with open(os.path.join(plot_dir, "summary.md"), "w", encoding="utf-8") as f:
+      f.write(table + "\n")
+  for r in runs:
+    if r.writer is not None:
+      r.writer.close()
+  return {"table": table, "plots": plot_paths, "plot_dir": plot_dir, "rows": table_rows,
+          "throughput": throughput}
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
-  """Returns {"step": N, "<evaluator>/<metric>": value, ...} and writes it to the workdir."""
-  mesh = sharding_lib.make_mesh(config.mesh)
-  spec = train_state_lib.model_spec(config)
-  shardings = train_state_lib.param_shardings(spec.abstract_params, config, mesh)
-  params, step = checkpointing.restore_params(
-      workdir, step, checkpointing.abstract_like(spec.abstract_params, shardings))
-  logging.info("Restored the parameters of step %d from %s.", step, workdir)
-  fns = evaluators.make_model_fns(spec.apply, mesh, shardings,
-                                  num_points=config.model.get("num_points", 1))
-  evals = evaluators.from_config(config.evals, fns=fns, mesh=mesh,
-                                 data_dir=config.data_dir, input_config=config.input)
-  results = {}
-  for name, evaluator in evals.items():
-    results.update({f"{name}/{k}": v for k, v in evaluator.run(params).items()})
-  if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w", encoding="utf-8") as f:
-      json.dump({"step": step, **results}, f, indent=2)
-    writer = metric_logs.JsonlWriter(os.path.join(workdir, "eval_metrics.jsonl"))
-    writer.write_scalars(step, results)
-    writer.close()
-  return {"step": step, **results}
+  """One checkpoint (default: the latest), re-evaluated: {"step": N, "<eval>/<metric>": value}."""
+  available = checkpointing.available_steps(workdir)
+  if step is None and not available:
+    raise FileNotFoundError(f"No checkpoint in {checkpointing.checkpoint_dir(workdir)}.")
+  step = available[-1] if step is None else step
+  result = run([workdir], config=config, checkpoints=str(step), redo=True, plots=False)
+  label = next(iter(result["rows"]))
+  return {"step": step, **{f"{row['evaluator']}/{row['metric']}": row["value"]
+                           for row in result["rows"][label] if row["step"] == step}}
+
+
+def _throughput_line(t: _Throughput) -> str:
+  if not t.images:
+    return "Nothing evaluated: every (checkpoint, evaluator) pair asked for was already done."
+  line = (f"Evaluation speed: {t.images} images in {t.seconds:.1f}s = "
+          f"{t.images / max(t.seconds, 1e-9):.0f} images/s")
+  if t.warm_seconds > 0:
+    line += (f"; without each evaluator's first run (compilation): "
+             f"{t.warm_images / t.warm_seconds:.0f} images/s")
+  return line + f" on {jax.device_count()} {jax.devices()[0].platform} device(s)."
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if flags.FLAGS.workdir is None:
+  f = flags.FLAGS
+  if not f.workdir:
     raise app.UsageError("--workdir is required.")
   datasets.hide_accelerators_from_tensorflow()
-  results = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step)
-  width = max(len(k) for k in results)
-  for key, value in results.items():
-    shown = f"{value:.4f}" if isinstance(value, float) else value
-    print(f"{key:<{width}}  {shown}")
+  result = run([w for w in f.workdir.split(",") if w], config=f.config,
+               checkpoints=f.checkpoints, evals=f.evals.split(",") if f.evals else None,
+               data_dir=f.data_dir, mesh=parse_mesh(f.mesh) if f.mesh else None,
+               follow=f.follow, follow_timeout=f.follow_timeout, poll_seconds=f.poll_seconds,
+               redo=f.redo, plot_dir=f.plot_dir)
+  print(result["table"])
+  print(_throughput_line(result["throughput"]))
+  print(f"Table: {os.path.join(result['plot_dir'], 'summary.md')}; "
+        f"{len(result['plots'])} plots in {result['plot_dir']}.")
 
 
 if __name__ == "__main__":
   # Defined here, not at import, so that this module can be imported next to luab_jax.train.
-  config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Training work directory with checkpoints.")
-  flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+  config_flags.DEFINE_config_file("config", None, "Config file; default: each work "
+                                  "directory's config.json.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Training work directories, comma-separated.")
+  flags.DEFINE_string("checkpoints", "all", "all, latest, or steps such as 400,800.")
+  flags.DEFINE_string("evals", None, "Names in config.evals, comma-separated; default: all.")
+  flags.DEFINE_string("data_dir", None, "Overrides config.data_dir.")
+  flags.DEFINE_string("mesh", None, "Overrides config.mesh, e.g. data:-1,fsdp:1.")
+  flags.DEFINE_bool("follow", False, "Keep evaluating new checkpoints until training ends.")
+  flags.DEFINE_float("follow_timeout", None, "With --follow: stop after this many seconds "
+                     "without a new checkpoint.")
+  flags.DEFINE_float("poll_seconds", 30.0, "With --follow: seconds between looks for new "
+                     "checkpoints.")
+  flags.DEFINE_bool("redo", False, "Re-evaluate (checkpoint, evaluator) pairs already done.")
+  flags.DEFINE_string("plot_dir", None, "Where the plots and summary.md go (default: see the "
+                      "module docstring).")
   app.run(main)

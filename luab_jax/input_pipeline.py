@@ -54,14 +54,13 @@ def _padding_like(example):
   return pad
 
 
-def make_eval_dataset(source, input_config, *, per_process_batch_size: int, keep_keys=(),
-                      num_points: int = 1) -> tuple[grain.IterDataset, int]:
-  """Padded evaluation batches for this process and the number of batches every process runs."""
-  transform = transforms.EvalTransform(
-      image_size=input_config.image_size,
-      crop_fraction=input_config.eval_crop_fraction,
-      keep_keys=tuple(keep_keys),
-      num_points=num_points)
+def make_eval_dataset(source, transform: transforms.EvalTransform, input_config, *,
+                      per_process_batch_size: int) -> tuple[grain.IterDataset, int]:
+  """Padded evaluation batches for this process and the number of batches every process runs.
+
+  `transform` (central crop, labels, points, boxes) is chosen by the evaluator; `input_config`
+  gives only the reading options (`read_threads`, `prefetch_buffer`, `eval_num_workers`).
+  """
   num_examples = len(source)
   if num_examples == 0:
     raise ValueError("The evaluation source is empty.")

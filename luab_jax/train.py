@@ -51,6 +51,7 @@ _SUMMED_METRICS = ("data/skipped_images", "data/bad_points", "nan_skipped_steps"
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks that need no devices and no data; fails before anything is compiled."""
   config_schema.check_known_keys(config)
+  evaluators.check_config_keys(config.evals)
   if config.get("nan_policy", "stop") not in NAN_POLICIES:
     raise ValueError(f"config.nan_policy={config.nan_policy!r}; use one of {NAN_POLICIES}.")
   if config.get("best_metric"):
@@ -239,7 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # ------------------------------------------------------------------ Evaluators.
   fns = evaluators.make_model_fns(spec.apply, mesh, state_shardings["params"],
-                                  num_points=config.model.get("num_points", 1))
+                                  num_points=config.model.get("num_points", 1),
+                                  num_classes=config.num_classes)
   evals = evaluators.from_config(config.evals, fns=fns, mesh=mesh,
                                  data_dir=config.data_dir, input_config=config.input)
   eval_every = {name: cfg.get("every_steps") for name, cfg in config.evals.items()}

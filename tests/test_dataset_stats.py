@@ -133,7 +133,7 @@ def test_imagenet_ab_like_counts_by_hand(fake_imagenet_dir, tmp_path, capsys):
 
 
 def test_imagenet_ab_like_heatmap_sampling_and_sample_choice(fake_imagenet_dir):
-  source, features = ds.open_source(FAKE_IMAGENET, "train", fake_imagenet_dir)
+  source, features, _ = ds.open_source(FAKE_IMAGENET, "train", fake_imagenet_dir)
   assert isinstance(source[0]["image"], bytes)  # Images are not decoded while counting.
   fields = ds.detect_fields(features)
   assert (fields.clicks, fields.label, fields.boxes, fields.has_xml) == (
@@ -267,7 +267,7 @@ def test_luab_shapes_tiny(tiny_data_dir, tmp_path):
 
 
 def test_luab_shapes_only_bg_has_no_boxes(tiny_data_dir):
-  source, features = ds.open_source("luab_shapes/tiny", "only_bg", tiny_data_dir)
+  source, features, _ = ds.open_source("luab_shapes/tiny", "only_bg", tiny_data_dir)
   s = ds.compute_stats(source, ds.detect_fields(features), max_examples=16).summary
   assert s["num_images"] == 16 and s["images_with_clicks"] == 16
   assert s["images_with_boxes"] == 0  # object_box is all -1.

@@ -10,9 +10,13 @@ import os
 
 import tensorflow_datasets as tfds
 
+from luab_jax.datasets import preparation
+
 # TFDS dataset name -> module of this package that registers its builder.
 _LOCAL_BUILDERS = {
     "luab_shapes": "luab_jax.datasets.luab_shapes",
+    "coco_ab": "luab_jax.datasets.coco_ab",
+    "imagenet_ab": "luab_jax.datasets.imagenet_ab",
 }
 
 FILE_FORMAT = "array_record"
@@ -29,10 +33,36 @@ def builder(name: str, data_dir: str | None):
   return tfds.builder(name, data_dir=data_dir, file_format=FILE_FORMAT)
 
 
-def prepare(name: str, data_dir: str | None):
-  """Generates (or finds) the ArrayRecord files of `name`; returns the builder."""
+def prepare(name: str, data_dir: str | None, *, manual_dir: str | None = None,
+            num_processes: int = 1):
+  """Generates (or finds) the ArrayRecord files of `name`; returns the builder.
+
+  `manual_dir` holds the files a user downloads by hand (default: TFDS's
+  `<data_dir>/downloads/manual`). With `num_processes` > 1 a builder made of work units
+  (`preparation.UnitBuilder`) is prepared by that many processes; any other builder only
+  prepares sequentially. For unit builders the report of repaired and skipped records is
+  written next to the data (`prepare_report.json`) and printed.
+  """
   b = builder(name, data_dir)
-  b.download_and_prepare(file_format=FILE_FORMAT)
+  units = isinstance(b, preparation.UnitBuilder)
+  if num_processes > 1 and not units:
+    raise ValueError(f"Dataset {name!r} is only prepared sequentially (num_processes=1).")
+  if units:
+    b.set_manual_dir(manual_dir or os.path.join(os.fspath(b.data_dir_root), "downloads", "manual"))
+  if units and b.is_prepared():
+    report = preparation.read_report(b.data_dir)
+  elif num_processes > 1:
+    report = preparation.prepare_sharded(b, num_processes)
+  else:
+    b.download_and_prepare(
+        file_format=FILE_FORMAT,
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    report = b.prepare_report if units else None
+    if report is not None:
+      report.write(b.data_dir)
+  if report is not None:
+    print(f"{name} preparation report ({os.path.join(b.data_dir, preparation.REPORT_FILE)}):\n"
+          f"{report.summary()}")
   return b
 
 

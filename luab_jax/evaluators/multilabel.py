@@ -54,19 +54,21 @@ class Evaluator:
                batch_size: int = 256):
     self._fns = fns
     self._mesh = mesh
-    self._input_config = input_config
-    self._batch_size = batch_size
-    self._source = datasets.get_source(dataset, split, data_dir)
-    self._name = f"{dataset}:{split}"
+    source = datasets.get_source(dataset, split, data_dir)
+    if "labels" not in source[0]:
+      raise ValueError(f"{dataset}:{split} has single-label records; the multilabel evaluator "
+                       "needs multi-hot `labels` (use type='classification').")
+    self.data = common.eval_data(fns, f"{dataset}:{split}", source, input_config,
+                                 batch_size=batch_size)
+
+  @property
+  def num_examples(self) -> int:
+    return self.data.num_examples
 
   def run(self, params) -> dict[str, float]:
     scores, labels = [], []
     point_err = point_count = 0.0
-    for batch in common.global_batches(self._fns, self._mesh, self._source, self._input_config,
-                                       batch_size=self._batch_size):
-      if "labels" not in batch:
-        raise ValueError(f"{self._name} has single-label records; the multilabel evaluator "
-                         "needs multi-hot `labels` (use type='classification').")
+    for batch in common.global_batches(self._mesh, self.data):
       out = jax.device_get(self._fns.predict(params, batch))
       mask = out["batch"]["_mask"].astype(bool)
       weights = out["batch"]["point_weight"] * mask[:, None]

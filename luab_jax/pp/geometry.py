@@ -79,3 +79,31 @@ def points_into_crop(points: np.ndarray, valid: np.ndarray, box, image_hw, *,
     u = 1.0 - u
   targets = np.where(inside[:, None], np.stack([u, v], axis=-1), MISSING).astype(np.float32)
   return targets, inside.astype(np.float32)
+
+
+def boxes_into_crop(boxes: np.ndarray, box, image_hw) -> tuple[np.ndarray, np.ndarray]:
+  """Moves image-normalised boxes into crop coordinates, exactly as `points_into_crop` moves points.
+
+  Args:
+    boxes: [M, 4] (x_min, y_min, x_max, y_max) in [0, 1] over the original image; a box with a
+      negative coordinate (the datasets' -1 for "no box") or no area is missing.
+    box: the crop, (top, left, height, width) in pixels of the original image.
+    image_hw: (height, width) of the original image.
+
+  Returns:
+    boxes [M, 4] float32 in crop coordinates, NOT clipped to [0, 1] (a box reaching outside the
+    crop keeps its true extent, so "is a point of the crop inside it" stays exact), MISSING
+    where the weight is 0, and weights [M] float32 (1 = a real box). No flip: evaluation crops
+    are never flipped.
+  """
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  top, left, h, w = box
+  height, width = image_hw
+  with np.errstate(invalid="ignore"):
+    valid = (np.all(np.isfinite(boxes), -1) & np.all(boxes >= 0, -1)
+             & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+  x = (boxes[:, 0::2] * width - left) / w
+  y = (boxes[:, 1::2] * height - top) / h
+  moved = np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=-1)
+  moved = np.where(valid[:, None], moved, MISSING).astype(np.float32)
+  return moved, valid.astype(np.float32)

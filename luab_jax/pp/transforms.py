@@ -25,6 +25,9 @@ Bad input during training never stops the job (a 1.3M-image dataset has a few br
 These counts travel in the batch, not in globals, because the transforms run in Grain worker
 processes. Evaluation keeps failing loudly on an undecodable image: a metric silently computed
 on fewer images would be worse than a stopped evaluation.
+Evaluation can add `label_set` float32 [C] (multi-hot of a list of acceptable labels, such as
+ImageNet ReaL's `real_label`) and `boxes` float32 [M, 4] + `box_weight` [M] (ground-truth boxes
+moved into crop coordinates like the points, so they can be compared with predicted points).
 
 Multi-label crop rule (official COCO-AB loader): a class whose click falls outside the training
 crop loses its positive label for that crop; a class present but never clicked keeps it.
@@ -68,14 +71,21 @@ def _point_and_validity(record, num_points: int):
   return points, valid & usable, int(bad.sum())
 
 
-def _label_fields(record, targets=None, weights=None, valid=None):
+def _label_fields(record, targets=None, weights=None, valid=None, *, label_key="label"):
   """`label` for single-label records; `labels` for multi-hot ones, after the crop rule.
 
   With `targets` given (training), a class that had a usable click (`valid`) whose point left
   the crop (weight 0) loses its positive label, as in the official COCO-AB loader.
+  `label_key` names the record's single label (e.g. "original_label" in imagenet2012_real);
+  None means the example carries no single label.
   """
   if "labels" not in record:
-    return {"label": np.int32(record["label"])}
+    if label_key is None:
+      return {}
+    if label_key not in record:
+      raise KeyError(f"Record {_record_name(record)} has no label {label_key!r} (label_key); it "
+                     f"has {sorted(record)}.")
+    return {"label": np.int32(record[label_key])}
   labels = np.asarray(record["labels"], np.float32).reshape(-1)
   if targets is not None:
     if len(labels) != len(weights):
@@ -141,6 +151,9 @@ class EvalTransform(grain.transforms.Map):
   """Central crop of `crop_fraction` of the shorter side, resized; points follow the crop.
 
   `keep_keys` are copied through unchanged (e.g. `bg_label` for background-robustness metrics).
+  `label_set_key` names a list of acceptable class indices (ImageNet ReaL), returned as the
+  multi-hot `label_set` [num_classes]; `box_key` names boxes [M, 4] (or one box [4]), returned
+  in crop coordinates padded to `max_boxes` with missing boxes.
   Every real example gets `_mask = True`; padding examples (see input_pipeline) get False.
   """
   image_size: int
@@ -148,6 +161,38 @@ class EvalTransform(grain.transforms.Map):
   resize_method: str = "bicubic"
   keep_keys: tuple[str, ...] = ()
   num_points: int = 1
+  label_key: str | None = "label"
+  label_set_key: str | None = None
+  num_classes: int | None = None
+  box_key: str | None = None
+  max_boxes: int = 1
+
+  def _label_set(self, record):
+    if self.num_classes is None:
+      raise ValueError("EvalTransform needs num_classes to read label_set_key.")
+    if self.label_set_key not in record:
+      raise KeyError(f"Record {_record_name(record)} has no {self.label_set_key!r} "
+                     f"(label_set_key); it has {sorted(record)}.")
+    indices = np.asarray(record[self.label_set_key], np.int64).reshape(-1)
+    if np.any((indices < 0) | (indices >= self.num_classes)):
+      raise ValueError(f"Record {_record_name(record)}: {self.label_set_key} = {indices.tolist()} "
+                       f"is outside the {self.num_classes} classes of the model.")
+    multi_hot = np.zeros(self.num_classes, np.float32)
+    multi_hot[indices] = 1.0
+    return multi_hot
+
+  def _boxes(self, record, box, image_hw):
+    if self.box_key not in record:
+      raise KeyError(f"Record {_record_name(record)} has no {self.box_key!r} (box_key); it has "
+                     f"{sorted(record)}.")
+    boxes = np.asarray(record[self.box_key], np.float32).reshape(-1, 4)
+    if len(boxes) > self.max_boxes:
+      raise ValueError(f"Record {_record_name(record)} has {len(boxes)} boxes in "
+                       f"{self.box_key!r}, more than max_boxes={self.max_boxes}; raise the "
+                       "evaluator's max_boxes.")
+    padded = np.full((self.max_boxes, 4), geometry.MISSING, np.float32)
+    padded[:len(boxes)] = boxes
+    return geometry.boxes_into_crop(padded, box, image_hw)
 
   def map(self, record):
     image = image_ops.decode_rgb(record["image"], name=_record_name(record))
@@ -159,11 +204,15 @@ class EvalTransform(grain.transforms.Map):
     example = {
         "image": image_ops.to_minus_one_one(pixels),
         # Evaluation keeps every ground-truth label: the crop rule is a training augmentation.
-        **_label_fields(record),
+        **_label_fields(record, label_key=self.label_key),
         "points": targets,
         "point_weight": weights,
         "_mask": np.bool_(True),
     }
+    if self.label_set_key is not None:
+      example["label_set"] = self._label_set(record)
+    if self.box_key is not None:
+      example["boxes"], example["box_weight"] = self._boxes(record, box, (height, width))
     for key in self.keep_keys:
       if key not in record:
         raise KeyError(f"Evaluation keeps key {key!r}, but record {_record_name(record)} has "

@@ -1,0 +1,102 @@
+"""The real-data configs in their local mode: the committed fixtures go through the real
+builders, the training pipeline and a few training steps of each config."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+from ml_collections import config_flags
+
+from luab_jax import input_pipeline
+from luab_jax import metric_logs
+from luab_jax import train
+from luab_jax.datasets import core
+from luab_jax.pp import transforms
+
+_ROOT = os.path.dirname(os.path.dirname(__file__))
+_FIXTURES = os.path.join(_ROOT, "tests", "fixtures")
+
+
+def _load_config(name, arg="runlocal"):
+  path = os.path.join(_ROOT, "configs", f"{name}.py")
+  return config_flags.config_flags._LoadConfigModule(name, path).get_config(arg)  # pylint: disable=protected-access
+
+
+@pytest.fixture(scope="module")
+def fixture_data_dir(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("tfds_fixture"))
+  core.prepare("imagenet_ab/fixture", data_dir,
+               manual_dir=os.path.join(_FIXTURES, "imagenet_ab"))
+  core.prepare("coco_ab/fixture", data_dir, manual_dir=os.path.join(_FIXTURES, "coco_ab"))
+  return data_dir
+
+
+def _expected_in_central_crop(point, height, width, crop_fraction):
+  """The eval crop's coordinates of an image-normalised (x, y) point, computed by hand."""
+  side = round(min(height, width) * crop_fraction)
+  top, left = (height - side) // 2, (width - side) // 2
+  return np.array([(point[0] * width - left) / side, (point[1] * height - top) / side])
+
+
+@pytest.mark.parametrize("dataset,point_key,valid_key", [
+    ("imagenet_ab/fixture", "point", "has_point"),
+    ("coco_ab/fixture", "points", "has_points"),
+])
+def test_points_are_x_then_y_through_the_pipeline(fixture_data_dir, dataset, point_key,
+                                                  valid_key):
+  from luab_jax.pp import image_ops  # pylint: disable=g-import-not-at-top
+  source = core.get_source(dataset, "train", fixture_data_dir)
+  checked = 0
+  for index in range(len(source)):
+    record = source[index]
+    points = np.asarray(record[point_key], np.float32).reshape(-1, 2)
+    valid = np.asarray(record[valid_key], bool).reshape(-1)
+    image = image_ops.decode_rgb(record["image"])
+    example = transforms.EvalTransform(image_size=32, crop_fraction=1.0,
+                                       num_points=len(points)).map(record)
+    for p, ok, got, weight in zip(points, valid, example["points"], example["point_weight"]):
+      if not ok:
+        assert weight == 0 and np.all(got == -1)
+        continue
+      want = _expected_in_central_crop(p, image.height, image.width, 1.0)
+      if np.all((want >= 0) & (want <= 1)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        checked += 1
+      else:
+        assert weight == 0
+  assert checked >= 2  # The fixtures have clicked images whose click survives the crop.
+
+
+def test_coco_train_batches_follow_the_crop_rule(fixture_data_dir):
+  source = core.get_source("coco_ab/fixture", "train", fixture_data_dir)
+  config = _load_config("vit_s16_coco_ab")
+  ds = input_pipeline.make_train_dataset(source, config.input, per_process_batch_size=8,
+                                         seed=0, num_points=80)
+  iterator = iter(ds)
+  positives_seen = 0
+  for _ in range(3):
+    batch = next(iterator)
+    labels, weights = batch["labels"], batch["point_weight"]
+    assert labels.shape == (8, 80) and batch["points"].shape == (8, 80, 2)
+    # A usable point only ever belongs to a class that is positive in this crop.
+    assert np.all(labels[weights > 0] == 1)
+    positives_seen += int(labels.sum())
+  assert positives_seen > 0
+
+
+@pytest.mark.parametrize("name,metric", [("vit_s16_imagenet_ab", "minival/accuracy"),
+                                         ("vit_b16_imagenet_ab", "minival/accuracy"),
+                                         ("vit_s16_coco_ab", "val/map")])
+def test_config_trains_in_local_mode(fixture_data_dir, tmp_path, name, metric):
+  config = _load_config(name)
+  config.data_dir = fixture_data_dir
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 <= results[metric] <= 1.0
+  logged = [r for r in metric_logs.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
+            if "loss" in r]
+  assert [r["step"] for r in logged] == [2, 4]
+  assert all(np.isfinite(r["loss"]) and np.isfinite(r["point_loss"]) for r in logged)
+  # The fixture has clicks, so the point loss is really trained on something.
+  assert max(r["points_per_image"] for r in logged) > 0
+  assert jax.device_count() == 8
