@@ -204,43 +204,60 @@ def save_best(manager: ocp.CheckpointManager, step: int, params, metric: str, va
                metrics={metric: float(value)}, force=True)
 
 
-def _read_only_manager(workdir: str) -> ocp.CheckpointManager:
+def _read_only_manager(workdir: str, kind: str) -> ocp.CheckpointManager:
+  item = PARAMS if kind == "checkpoints_best" else STATE
+  handler = (ocp.StandardCheckpointHandler() if kind == "checkpoints_best"
+             else ocp.PyTreeCheckpointHandler())
   return ocp.CheckpointManager(
-      checkpoint_dir(workdir),
+      checkpoint_dir(workdir, kind=kind),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={STATE: ocp.PyTreeCheckpointHandler()})
+      item_handlers={item: handler})
 
 
-def available_steps(workdir: str) -> list[int]:
+def available_steps(workdir: str, *, kind: str = "checkpoints") -> list[int]:
   """Sorted steps of the complete checkpoints of `workdir` ([] while there are none yet).
 
   A step still being written lives in a temporary directory until it is committed, so it is
-  not listed; reading again later (as `evaluate --follow` does) sees new steps.
+  not listed; reading again later (as `evaluate --follow` does) sees new steps. `kind` is
+  "checkpoints" (the trainer's latest N) or "checkpoints_best" (the best by a metric).
   """
-  if not os.path.isdir(checkpoint_dir(workdir)):
+  if kind not in ("checkpoints", "checkpoints_best"):
+    raise ValueError(f"kind={kind!r}; use 'checkpoints' or 'checkpoints_best'.")
+  if not os.path.isdir(checkpoint_dir(workdir, kind=kind)):
     return []
-  manager = _read_only_manager(workdir)
+  manager = _read_only_manager(workdir, kind)
   try:
     return sorted(manager.all_steps())
   finally:
     manager.close()
 
 
-def restore_params(workdir: str, step: int | None, abstract_params):
+def restore_params(workdir: str, step: int | None, abstract_params, *,
+                   kind: str = "checkpoints"):
   """Restores only the model parameters (no optimizer state, no data iterator).
 
   For evaluation: the optimizer moments, twice the size of the model, are never read. Returns
-  (params, step); `step=None` means the latest checkpoint.
+  (params, step); `step=None` means the latest checkpoint. `kind="checkpoints_best"` reads the
+  best checkpoint (`create_best_manager`), which holds the parameters of its step.
   """
-  manager = _read_only_manager(workdir)
+  if kind not in ("checkpoints", "checkpoints_best"):
+    raise ValueError(f"kind={kind!r}; use 'checkpoints' or 'checkpoints_best'.")
+  directory = checkpoint_dir(workdir, kind=kind)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"No checkpoint in {directory}.")
+  manager = _read_only_manager(workdir, kind)
   try:
     if step is None:
       step = manager.latest_step()
     if step is None:
-      raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}.")
+      raise FileNotFoundError(f"No checkpoint in {directory}.")
     if step not in manager.all_steps():
-      raise FileNotFoundError(f"No checkpoint of step {step} in {checkpoint_dir(workdir)}; "
+      raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; "
                               f"there are {sorted(manager.all_steps())}.")
+    if kind == "checkpoints_best":
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{PARAMS: ocp.args.StandardRestore(abstract_params)}))
+      return restored[PARAMS], step
     target = {"params": abstract_params}
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),

@@ -123,6 +123,31 @@ def _classification_loss(config, logits, batch):
   return losses.sigmoid_xent(logits, multi_hot)
 
 
+def weighted_losses(config, out, batch) -> dict:
+  """Classification and point losses of a train batch, and its accuracy, as batch means.
+
+  Undecodable images come as weight-0 examples (pp/transforms.py): they are left out of every
+  mean, so a batch with skipped examples trains exactly like the batch without them. This holds
+  for both classification losses (softmax and sigmoid are per-example sums before weighting)
+  and for the point loss (the example weight multiplies every point weight).
+  """
+  weight = batch["weight"]
+  num_used = jnp.maximum(weight.sum(), 1.0)
+  cls_loss = (_classification_loss(config, out["logits"], batch) * weight).sum() / num_used
+  point_loss = losses.masked_point_loss(
+      out["points"], batch["points"], batch["point_weight"], example_weight=weight,
+      kind=config.loss.point_loss, normalize=config.loss.point_normalize)
+  aux = {"classification_loss": cls_loss, "point_loss": point_loss}
+  if "label" in batch:
+    correct = jnp.argmax(out["logits"], -1) == batch["label"]
+    aux["accuracy"] = (correct * weight).sum() / num_used
+  else:  # Multi-label: is the top-scored class one of the (crop's) positives?
+    top = jnp.argmax(out["logits"], -1)
+    hit = jnp.take_along_axis(batch["labels"], top[:, None], -1)[:, 0]
+    aux["precision_at_1"] = (hit * weight).sum() / num_used
+  return aux
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at_step: int | None = None, devices=None) -> dict:
   """Runs (or resumes) training; returns the last evaluation metrics.
@@ -199,23 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def train_step(state, batch):
     def loss_fn(params):
-      # Undecodable images come as weight-0 examples (pp/transforms.py): out of every mean.
-      weight = batch["weight"]
-      num_used = jnp.maximum(weight.sum(), 1.0)
-      out = spec.apply(params, batch["image"])
-      cls_loss = (_classification_loss(config, out["logits"], batch) * weight).sum() / num_used
-      point_loss = losses.masked_point_loss(
-          out["points"], batch["points"], batch["point_weight"] * weight[:, None],
-          kind=config.loss.point_loss, normalize=config.loss.point_normalize)
-      aux = {"classification_loss": cls_loss, "point_loss": point_loss}
-      if "label" in batch:
-        correct = jnp.argmax(out["logits"], -1) == batch["label"]
-        aux["accuracy"] = (correct * weight).sum() / num_used
-      else:  # Multi-label: is the top-scored class one of the (crop's) positives?
-        top = jnp.argmax(out["logits"], -1)
-        hit = jnp.take_along_axis(batch["labels"], top[:, None], -1)[:, 0]
-        aux["precision_at_1"] = (hit * weight).sum() / num_used
-      return cls_loss + lam * point_loss, aux
+      aux = weighted_losses(config, spec.apply(params, batch["image"]), batch)
+      return aux["classification_loss"] + lam * aux["point_loss"], aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     grad_norm = optax.tree.norm(grads)

@@ -1,17 +1,22 @@
 """Chaos test: kill training at random moments (SIGKILL and SIGTERM), restart, compare.
 
 Runs `python -m luab_jax.train --config configs/demo.py:runlocal` as subprocesses on the tiny
-benchmark with a checkpoint every 2 steps and the loss logged every step, kills it at random
-times (during start-up, steps, async checkpoint writes, the final evaluation), restarts it each
-time with the same command, and compares the per-step losses of `metrics.jsonl` (every record,
-repeated steps included) and the final parameters with an uninterrupted run: both must be equal
-bitwise (CPU, fixed seed).
+benchmark (one CPU device) with a checkpoint every 2 steps, the loss logged every step and the
+background-challenge evaluator every EVAL_EVERY steps. Kills land on observed progress: the
+kills are spread over the run (kill i of n aims at a random step of the i-th n-th of it); the
+test waits until `metrics.jsonl` shows the run reached that step, then sends the signal after a
+random delay of up to MAX_DELAY_S, so kills fall during steps, during the asynchronous checkpoint
+write that follows every even step, and during evaluations. Signals alternate SIGKILL, SIGTERM.
+After each kill the same command is started again; at the end the per-step losses of
+`metrics.jsonl` (every record, repeated steps included) and the final parameters are compared
+with an uninterrupted run: both must be equal bitwise (CPU, fixed seed).
 
-  bash launch/test.sh -m slow -k chaos          # as a test (several minutes on 2 cores)
-  python tests/test_chaos.py --kills 8 --seed 1  # by hand
+  bash launch/test.sh -m slow -k chaos               # as a test (about 3 minutes on 2 cores)
+  python tests/test_chaos.py --kills 8 --seed 1      # by hand
 """
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -25,13 +30,16 @@ import pytest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 24
+EVAL_EVERY = 8
+MAX_DELAY_S = 0.6
 
 
 def _command(workdir, data_dir):
   return [sys.executable, "-m", "luab_jax.train", "--config",
           os.path.join(_ROOT, "configs", "demo.py") + ":runlocal", "--workdir", workdir,
           f"--config.data_dir={data_dir}", f"--config.total_steps={TOTAL_STEPS}",
-          "--config.ckpt_steps=2", "--config.log_training_steps=1", "--config.keep_ckpts=2"]
+          "--config.ckpt_steps=2", "--config.log_training_steps=1", "--config.keep_ckpts=2",
+          f"--config.evals.bgc.every_steps={EVAL_EVERY}"]
 
 
 def _env():
@@ -69,36 +77,73 @@ def _final_params(workdir, data_dir):
   return jax.device_get(params), step
 
 
-def chaos(kills: int = 6, seed: int = 0, root: str | None = None) -> dict:
+def _records(path):
+  """The records of metrics.jsonl so far (a line being written is left for the next look)."""
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    complete = f.read().split("\n")[:-1]  # The text after the last newline may be partial.
+  return [json.loads(line) for line in complete if line.strip()]
+
+
+def _kill_on_progress(proc, metrics_path, target_step, delay, signum, log):
+  """Waits until this process logs a step >= target_step, sleeps `delay`, signals it.
+
+  Returns (exit code, what the run was doing) or (exit code, "finished") if it ended first.
+  """
+  seen = len(_records(metrics_path))
+  while proc.poll() is None:
+    new = _records(metrics_path)[seen:]
+    if any(r.get("step", 0) >= target_step and "loss" in r for r in new):
+      break
+    time.sleep(0.05)
+  else:
+    assert proc.returncode == 0, f"training failed ({proc.returncode}); see {log.name}"
+    return proc.returncode, "finished"
+  time.sleep(delay)
+  if proc.poll() is not None:
+    assert proc.returncode == 0, f"training failed ({proc.returncode}); see {log.name}"
+    return proc.returncode, "finished"
+  proc.send_signal(signum)
+  return proc.wait(timeout=600), f"step >= {target_step} + {delay:.2f}s"
+
+
+def chaos(kills: int = 8, seed: int = 0, root: str | None = None) -> dict:
   from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top
   rng = random.Random(seed)
   root = root or tempfile.mkdtemp(prefix="luab_chaos_")
   data_dir = os.path.join(root, "tfds")
   core.prepare("luab_shapes/tiny", data_dir)
+  # Kill i aims at a random step of the i-th of `kills` equal parts of the run.
+  part = TOTAL_STEPS / kills
+  targets = [rng.randint(int(i * part) + 1, max(int(i * part) + 1, int((i + 1) * part)))
+             for i in range(kills)]
   with open(os.path.join(root, "log.txt"), "w", encoding="utf-8") as log:
     started = time.time()
     _run_to_end(os.path.join(root, "straight"), data_dir, log)
     run_secs = time.time() - started
     work = os.path.join(root, "chaos")
+    metrics_path = os.path.join(work, "metrics.jsonl")
     survived = {"SIGKILL": 0, "SIGTERM": 0}
-    while sum(survived.values()) < kills:
+    finished_early = 0
+    for i, target in enumerate(targets):
+      signum = (signal.SIGKILL, signal.SIGTERM)[i % 2]  # Both, always.
       proc = subprocess.Popen(_command(work, data_dir), env=_env(), stdout=log, stderr=log)
-      # Most of a run is start-up and compilation; resumed runs have fewer steps left.
-      time.sleep(rng.uniform(0.3, 0.8) * run_secs)
-      if proc.poll() is not None:  # Finished before the kill: start over in a new work dir.
-        assert proc.returncode == 0, f"training failed ({proc.returncode}); see {log.name}"
-        break
-      signum = (signal.SIGKILL, signal.SIGTERM)[sum(survived.values()) % 2]  # Both, always.
-      proc.send_signal(signum)
-      code = proc.wait(timeout=600)
+      code, moment = _kill_on_progress(proc, metrics_path, target,
+                                       rng.uniform(0, MAX_DELAY_S), signum, log)
+      if moment == "finished":  # Reached the end before the kill: no kill to count.
+        finished_early += 1
+        print(f"kill {i + 1}: run finished before step {target} was passed", flush=True)
+        continue
       if signum == signal.SIGTERM:
-        # 143: saved at the next step boundary; -15: hit before the trainer installed its
-        # handler (imports), i.e. a plain kill; 0: finished meanwhile.
-        assert code in (0, 128 + signal.SIGTERM, -signal.SIGTERM), (
-            f"SIGTERM exit {code}; see {log.name}")
+        # 143: saved at the next step boundary and exited; 0: finished meanwhile.
+        assert code in (0, 128 + signal.SIGTERM), f"SIGTERM exit {code}; see {log.name}"
+      else:
+        assert code == -signal.SIGKILL, f"SIGKILL exit {code}; see {log.name}"
       survived[signal.Signals(signum).name] += 1
-      print(f"kill {sum(survived.values())}: {signal.Signals(signum).name}, exit {code}, "
-            f"checkpoints {sorted(os.listdir(os.path.join(work, 'checkpoints'))) if os.path.isdir(os.path.join(work, 'checkpoints')) else []}",
+      ckpt_dir = os.path.join(work, "checkpoints")
+      print(f"kill {i + 1}: {signal.Signals(signum).name} at {moment}, exit {code}, "
+            f"checkpoints {sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else []}",
             flush=True)
     _run_to_end(work, data_dir, log)
 
@@ -111,7 +156,8 @@ def chaos(kills: int = 6, seed: int = 0, root: str | None = None) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   param_diff = max(float(np.max(np.abs(x - y))) for x, y in
                    zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  figures = {"kills_survived": sum(survived.values()), **survived,
+  figures = {"kills_planned": kills, "kills_survived": sum(survived.values()), **survived,
+             "finished_before_kill": finished_early,
              "steps_repeated": len(chaotic) - len(straight),
              "max_loss_difference": loss_diff, "max_param_difference": param_diff,
              "final_steps": (step_a, step_b), "uninterrupted_run_secs": round(run_secs, 1),
@@ -123,6 +169,7 @@ def chaos(kills: int = 6, seed: int = 0, root: str | None = None) -> dict:
 @pytest.mark.slow
 def test_chaos(tmp_path):
   figures = chaos(kills=6, seed=0, root=str(tmp_path))
+  assert figures["kills_survived"] == 6 and figures["SIGKILL"] == figures["SIGTERM"] == 3
   assert figures["final_steps"] == (TOTAL_STEPS, TOTAL_STEPS)
   assert figures["max_loss_difference"] == 0.0
   assert figures["max_param_difference"] == 0.0
@@ -130,7 +177,7 @@ def test_chaos(tmp_path):
 
 if __name__ == "__main__":
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--kills", type=int, default=6)
+  parser.add_argument("--kills", type=int, default=8)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--root", default=None, help="Work directory (default: a new temp dir).")
   args = parser.parse_args()
