@@ -23,7 +23,9 @@ class JsonlWriter(metric_writers.MetricWriter):
     self._path = path
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     _drop_partial_last_line(path)
-    self._file = open(path, "a", encoding="utf-8")
+    # Line-buffered: a kill -9 must not lose records of steps before the last checkpoint (a
+    # resumed run logs again only the steps after it), and `tail -f` shows progress as it comes.
+    self._file = open(path, "a", encoding="utf-8", buffering=1)
 
   def write_scalars(self, step, scalars):
     record = {"step": int(step)}

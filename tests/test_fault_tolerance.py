@@ -157,12 +157,14 @@ def _nan_image(batch):
 
 def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data_dir, tmp_path,
                                                                       monkeypatch):
+  # One device: the policy does not depend on the mesh, and one device compiles fastest.
   config = _config(tiny_data_dir, total_steps=6, ckpt_steps=2, log_training_steps=1)
+  config.mesh = [("data", 1), ("fsdp", 1)]
   config.evals = {}
-  work = str(tmp_path)
+  work, one_device = str(tmp_path), jax.devices()[:1]
   _inject(monkeypatch, 3, _nan_image)
   with pytest.raises(FloatingPointError, match=r"at step 3 .*after step 2"):
-    train.train_and_evaluate(config, work)
+    train.train_and_evaluate(config, work, devices=one_device)
   monkeypatch.undo()
   # Step 3 (non-finite) was never saved over step 2.
   assert os.listdir(checkpointing.checkpoint_dir(work)) == ["2"]
@@ -177,7 +179,7 @@ def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data
     batch["weight"][1] = 0.0  # As the transform marks an undecodable image.
 
   _inject(monkeypatch, 1, corrupt)  # The first batch of the resumed run is step 3's.
-  train.train_and_evaluate(config, work)
+  train.train_and_evaluate(config, work, devices=one_device)
   logged = {r["step"]: r for r in _records(work) if "nan_skipped_steps" in r}
   assert [logged[s]["nan_skipped_steps"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
   assert [logged[s]["data/skipped_images"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
