@@ -11,7 +11,8 @@ One model by hand (after `python -m luab_jax.prepare_data --dataset luab_shapes/
   python -m luab_jax.train --config configs/demo.py:lam=0 --workdir workdirs/demo_baseline
 
 Arguments (after the colon): lam (point-regression weight; 0 is the baseline), steps, variant,
-image_size, dataset, runlocal (a seconds-long smoke run on the `tiny` dataset config).
+image_size, dataset, eval_every (run the evaluators every N steps too; 0: only at the end),
+runlocal (a seconds-long smoke run on the `tiny` dataset config).
 
 Expected runtime: about 6 minutes per model on 2 CPU cores (ViT-mu/8, 64 px, 800 steps of
 batch 64, i.e. 2.6 epochs, plus ~25 s of evaluation on 7,000 images). Expected result: see the
@@ -29,7 +30,7 @@ from luab_jax import config_args
 def get_config(arg=None):
   args = config_args.parse_arg(arg, lam=4.0, steps=800, variant="mu/8", image_size=64,
                                dataset="luab_shapes/cpu64", data_dir="data/tfds",
-                               runlocal=False)
+                               eval_every=0, runlocal=False)
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -91,12 +92,12 @@ def get_config(arg=None):
 
   config.evals = ml_collections.ConfigDict()
   config.evals.bgc = dict(type="background_challenge", dataset=args.dataset, batch_size=250,
-                          every_steps=None)
+                          every_steps=args.eval_every or None)
   # Where the point head points, on the in-distribution split: distance to the clicks and the
   # pointing game on the object's box (only_bg images have no box and do not count).
   config.evals.loc = dict(type="localization", dataset=args.dataset, split="original",
                           box_key="object_box", radii=(0.05, 0.1, 0.2), batch_size=250,
-                          every_steps=None)
+                          every_steps=args.eval_every or None)
 
   if args.runlocal:
     config.dataset = "luab_shapes/tiny"

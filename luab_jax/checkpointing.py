@@ -2,27 +2,56 @@
 
 Layout: `{workdir}/checkpoints/{step}/{state,data_iter}`. Saves are asynchronous (the device to
 host copy blocks, the write does not); the manager keeps the latest `keep` steps and writes each
-step to a temporary directory that is renamed only when complete, so a partially written step is
-never listed. Restore takes an abstract tree of `jax.ShapeDtypeStruct`s carrying the shardings
-of the *current* mesh, so a checkpoint can be restored on any device layout.
+step to a temporary directory (`{step}.orbax-checkpoint-tmp-*`) that is renamed only when
+complete, so a step killed mid-write is never listed (and its leftovers are deleted by the next
+manager). Restore takes an abstract tree of `jax.ShapeDtypeStruct`s carrying the shardings of
+the *current* mesh, so a checkpoint can be restored on any device layout.
 
-The data iterator's state is one small JSON per process (`process_{i}-of-{n}.json`), so resuming
-*training* needs the same number of processes (and `input.num_workers`) as the run that saved
-it; parameters alone (`restore_params`, used by evaluation) restore on any process count.
+Damaged checkpoints (`restore_latest`): a listed step can still be damaged afterwards (a disk
+that filled up, a file truncated or deleted by hand or by a broken sync). Each step is first
+checked for the files a complete Orbax step always has (`REQUIRED_FILES`), then restored; a step
+that fails either is logged with the step and the missing file or the error, and the next older
+one is tried. Once an older one restores, the damaged newer ones are moved to
+`{workdir}/checkpoints_damaged/` (kept for inspection, out of the manager's way). If none
+restores, the run fails listing every step and its problem: a work directory with checkpoints
+never silently starts from scratch.
+
+The data iterator's state is one small JSON per process (`process_{i}-of-{n}.json`), valid only
+for the same number of processes `n` (and `input.num_workers`). Resuming on another process
+count is an error naming both counts, unless `config.data_iter_on_process_change = "restart"`:
+then model and optimizer are restored, and the data order restarts from a fresh shuffle seeded
+by the restored step (not bitwise the original run, by construction). Parameters alone
+(`restore_params`, used by evaluation) restore on any process count.
+
+Best checkpoints (`create_best_manager`): `{workdir}/checkpoints_best/{step}/params`, the
+parameters only, of the single best evaluation by `config.best_metric`. A separate manager, so
+keeping the best can never evict the latest checkpoints that resuming needs.
 """
 
 import os
+import re
+import shutil
 
+from absl import logging
 import grain
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 STATE = "state"
 DATA_ITER = "data_iter"
+PARAMS = "params"
+# Files every complete step of `create_manager` holds (relative to the step directory).
+REQUIRED_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt", f"{STATE}/_METADATA",
+                  f"{STATE}/manifest.ocdbt", f"{STATE}/commit_success.txt",
+                  f"{DATA_ITER}/commit_success.txt")
+_ITER_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+DATA_ITER_POLICIES = ("error", "restart")
 
 
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+def checkpoint_dir(workdir: str, *, kind: str = "checkpoints") -> str:
+  """`kind`: "checkpoints" (resume), "checkpoints_best" or "checkpoints_damaged"."""
+  return os.path.join(os.path.abspath(workdir), kind)
 
 
 def create_manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
@@ -32,7 +61,10 @@ def create_manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
   """
   item_handlers = {STATE: ocp.StandardCheckpointHandler(),
                    DATA_ITER: grain.checkpoint.CheckpointHandler()}
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
+  # cleanup_tmp_directories: a job killed during an async write leaves `N.orbax-checkpoint-tmp-*`;
+  # it is never listed as a step, and is deleted here.
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_handlers=item_handlers)
 
@@ -61,43 +93,171 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter
   return restored[STATE]
 
 
-def _read_only_manager(workdir: str) -> ocp.CheckpointManager:
+def data_iter_process_count(step_dir: str) -> int | None:
+  """The process count that wrote the data iterator state of a step directory (None: none)."""
+  counts = {int(m.group(2)) for name in os.listdir(os.path.join(step_dir, DATA_ITER))
+            if (m := _ITER_FILE.fullmatch(name))}
+  if len(counts) > 1:
+    raise ValueError(f"{step_dir}/{DATA_ITER} mixes iterator states of process counts {counts}.")
+  return counts.pop() if counts else None
+
+
+def missing_files(step_dir: str) -> list[str]:
+  """Files of REQUIRED_FILES (and this process's iterator state) absent or empty in a step."""
+  missing = [name for name in REQUIRED_FILES
+             if not os.path.isfile(os.path.join(step_dir, name))
+             or os.path.getsize(os.path.join(step_dir, name)) == 0]
+  if not missing and data_iter_process_count(step_dir) is None:
+    missing.append(f"{DATA_ITER}/process_*-of-*.json")
+  return missing
+
+
+def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state, data_iter, *,
+                   on_process_change: str = "error"):
+  """Restores the newest step that is complete and readable; see the module docstring.
+
+  Returns (state, step, data_iter_restored), or (None, None, False) if there are no steps.
+  """
+  if on_process_change not in DATA_ITER_POLICIES:
+    raise ValueError(f"config.data_iter_on_process_change={on_process_change!r}; use one of "
+                     f"{DATA_ITER_POLICIES}.")
+  steps = sorted(manager.all_steps(), reverse=True)
+  problems = {}
+  for step in steps:
+    step_dir = os.path.join(checkpoint_dir(workdir), str(step))
+    missing = missing_files(step_dir)
+    if missing:
+      problems[step] = f"missing or empty: {', '.join(missing)}"
+      logging.error("Checkpoint of step %d (%s) is damaged, %s; trying the previous one.",
+                    step, step_dir, problems[step])
+      continue
+    saved_processes = data_iter_process_count(step_dir)
+    restore_iter = saved_processes == jax.process_count()
+    if not restore_iter and on_process_change == "error":
+      raise ValueError(
+          f"The checkpoint of step {step} ({step_dir}) holds the data iterator of "
+          f"{saved_processes} processes, but this job has {jax.process_count()}. The Grain "
+          "iterator state is per process count: resume with the same number of processes, or "
+          "set config.data_iter_on_process_change='restart' to restore model and optimizer "
+          "and restart the data order from a new shuffle.")
+    items = {STATE: ocp.args.StandardRestore(abstract_state)}
+    if restore_iter:
+      items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+      state = manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax/TensorStore raise many types for damaged data; each is reported, and the run
+      # fails below if no step restores.
+      problems[step] = f"restore failed: {type(e).__name__}: {e}"
+      logging.error("Checkpoint of step %d (%s) cannot be restored (%s); trying the previous "
+                    "one.", step, step_dir, problems[step])
+      continue
+    if not restore_iter:
+      logging.warning("Step %d: data iterator of %d processes not restored on %d processes; "
+                      "the data order restarts (config.data_iter_on_process_change='restart').",
+                      step, saved_processes, jax.process_count())
+    _move_aside(manager, workdir, [s for s in problems if s > step])
+    return state, step, restore_iter
+  if steps:
+    listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
+    raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored ({listing}). "
+                       "Refusing to start from scratch over them: fix or move them away.")
+  return None, None, False
+
+
+def _move_aside(manager, workdir: str, steps) -> None:
+  """Moves damaged steps to checkpoints_damaged/ so that new saves of those steps succeed."""
+  if not steps:
+    return
+  if jax.process_index() == 0:
+    target_root = checkpoint_dir(workdir, kind="checkpoints_damaged")
+    os.makedirs(target_root, exist_ok=True)
+    for step in steps:
+      target = os.path.join(target_root, str(step))
+      suffix = 1
+      while os.path.exists(target):
+        target, suffix = os.path.join(target_root, f"{step}.{suffix}"), suffix + 1
+      shutil.move(os.path.join(checkpoint_dir(workdir), str(step)), target)
+      logging.warning("Moved the damaged checkpoint of step %d to %s.", step, target)
+  multihost_utils.sync_global_devices("luab_jax: damaged checkpoints moved")
+  manager.reload()
+
+
+def create_best_manager(workdir: str, metric: str, mode: str) -> ocp.CheckpointManager:
+  """Keeps the parameters of the single best step by `metric` ("max" or "min")."""
+  if mode not in ("max", "min"):
+    raise ValueError(f"config.best_mode={mode!r}; use 'max' or 'min'.")
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode=mode,
+      keep_checkpoints_without_metrics=False, enable_async_checkpointing=False,
+      cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(checkpoint_dir(workdir, kind="checkpoints_best"), options=options,
+                               item_handlers={PARAMS: ocp.StandardCheckpointHandler()})
+
+
+def save_best(manager: ocp.CheckpointManager, step: int, params, metric: str, value: float):
+  """Offers `params` of `step` as the best; the manager keeps it only if it beats the kept one."""
+  if step in manager.all_steps():  # Re-evaluated after a resume: the kept one stands.
+    logging.info("The best-checkpoint manager already holds step %d; not saved again.", step)
+    return
+  manager.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(params)}),
+               metrics={metric: float(value)}, force=True)
+
+
+def _read_only_manager(workdir: str, kind: str) -> ocp.CheckpointManager:
+  item = PARAMS if kind == "checkpoints_best" else STATE
+  handler = (ocp.StandardCheckpointHandler() if kind == "checkpoints_best"
+             else ocp.PyTreeCheckpointHandler())
   return ocp.CheckpointManager(
-      checkpoint_dir(workdir),
+      checkpoint_dir(workdir, kind=kind),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={STATE: ocp.PyTreeCheckpointHandler()})
+      item_handlers={item: handler})
 
 
-def available_steps(workdir: str) -> list[int]:
+def available_steps(workdir: str, *, kind: str = "checkpoints") -> list[int]:
   """Sorted steps of the complete checkpoints of `workdir` ([] while there are none yet).
 
   A step still being written lives in a temporary directory until it is committed, so it is
-  not listed; reading again later (as `evaluate --follow` does) sees new steps.
+  not listed; reading again later (as `evaluate --follow` does) sees new steps. `kind` is
+  "checkpoints" (the trainer's latest N) or "checkpoints_best" (the best by a metric).
   """
-  if not os.path.isdir(checkpoint_dir(workdir)):
+  if kind not in ("checkpoints", "checkpoints_best"):
+    raise ValueError(f"kind={kind!r}; use 'checkpoints' or 'checkpoints_best'.")
+  if not os.path.isdir(checkpoint_dir(workdir, kind=kind)):
     return []
-  manager = _read_only_manager(workdir)
+  manager = _read_only_manager(workdir, kind)
   try:
     return sorted(manager.all_steps())
   finally:
     manager.close()
 
 
-def restore_params(workdir: str, step: int | None, abstract_params):
+def restore_params(workdir: str, step: int | None, abstract_params, *,
+                   kind: str = "checkpoints"):
   """Restores only the model parameters (no optimizer state, no data iterator).
 
   For evaluation: the optimizer moments, twice the size of the model, are never read. Returns
-  (params, step); `step=None` means the latest checkpoint.
+  (params, step); `step=None` means the latest checkpoint. `kind="checkpoints_best"` reads the
+  best checkpoint (`create_best_manager`), which holds the parameters of its step.
   """
-  manager = _read_only_manager(workdir)
+  if kind not in ("checkpoints", "checkpoints_best"):
+    raise ValueError(f"kind={kind!r}; use 'checkpoints' or 'checkpoints_best'.")
+  directory = checkpoint_dir(workdir, kind=kind)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"No checkpoint in {directory}.")
+  manager = _read_only_manager(workdir, kind)
   try:
     if step is None:
       step = manager.latest_step()
     if step is None:
-      raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}.")
+      raise FileNotFoundError(f"No checkpoint in {directory}.")
     if step not in manager.all_steps():
-      raise FileNotFoundError(f"No checkpoint of step {step} in {checkpoint_dir(workdir)}; "
+      raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; "
                               f"there are {sorted(manager.all_steps())}.")
+    if kind == "checkpoints_best":
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{PARAMS: ocp.args.StandardRestore(abstract_params)}))
+      return restored[PARAMS], step
     target = {"params": abstract_params}
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),

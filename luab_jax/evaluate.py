@@ -4,15 +4,21 @@
   python -m luab_jax.evaluate --workdir W --checkpoints 400,800 --evals bgc --data_dir data/tfds
   python -m luab_jax.evaluate --workdir W --follow          # evaluates W's checkpoints as it trains
   python -m luab_jax.evaluate --workdir W --config configs/demo.py --evals loc
+  python -m luab_jax.evaluate --workdir W --checkpoints best   # checkpoints_best/ (best_metric)
 
 For every work directory: the config is its `config.json` (what the trainer wrote), or
 `--config` (then its model must be the one of `config.json`); the evaluators are
 `config.evals` (all, or those named by `--evals`); the checkpoints are `--checkpoints`
-(`all`, `latest`, or steps such as `400,800`). All of it runs in one process: the parameters of
-each checkpoint are restored onto *this* job's mesh from an abstract sharded tree (a checkpoint
-written on a pod evaluates on one GPU or a CPU), the evaluation step is compiled once per batch
-layout and reused for every checkpoint (and for every work directory with the same model), the
-last batch is padded and masked, and metrics are summed on the devices as batches stream by.
+(`all`, `latest`, or steps such as `400,800`), or `best`: the parameters kept in
+`checkpoints_best/` by the trainer's `config.best_metric` (they are the parameters of that
+training step, so their rows carry its step and count as that step's evaluation; the best step
+may already be gone from the latest `keep_ckpts` checkpoints).
+
+All of it runs in one process: the parameters of each checkpoint are restored onto *this* job's
+mesh from an abstract sharded tree (a checkpoint written on a pod evaluates on one GPU or a
+CPU), the evaluation step is compiled once per batch layout and reused for every checkpoint
+(and for every work directory with the same model), the last batch is padded and masked, and
+metrics are summed on the devices as batches stream by.
 
 Outputs, per work directory (see eval_results.py): `eval/metrics.jsonl` and `eval/metrics.csv`
 (one row per checkpoint, evaluator and metric), `eval/step_N.json`, TensorBoard scalars in
@@ -104,16 +110,22 @@ def parse_mesh(text: str):
   return tuple(axes)
 
 
+def checkpoint_kind(spec: str) -> str:
+  """The checkpoint directory --checkpoints reads: checkpoints_best for `best`."""
+  return "checkpoints_best" if spec == "best" else "checkpoints"
+
+
 def select_steps(spec: str, available: list[int], workdir: str) -> list[int]:
-  """Steps of `available` chosen by --checkpoints: all, latest or a list of steps."""
-  if spec == "all":
+  """Steps of `available` chosen by --checkpoints: all, latest, best or a list of steps."""
+  if spec in ("all", "best"):  # checkpoints_best/ holds the one best step.
     return list(available)
   if spec == "latest":
     return list(available[-1:])
   try:
     steps = sorted({int(s) for s in spec.split(",")})
   except ValueError as e:
-    raise ValueError(f"--checkpoints={spec!r}: use all, latest or steps such as 400,800.") from e
+    raise ValueError(f"--checkpoints={spec!r}: use all, latest, best or steps such as "
+                     "400,800.") from e
   missing = sorted(set(steps) - set(available))
   if missing:
     raise FileNotFoundError(f"No checkpoint of steps {missing} in "
@@ -174,6 +186,7 @@ class _Run:
   writer: metric_writers.MetricWriter | None
   selected: list  # The steps --checkpoints chose at start.
   known: set  # Every step listed at start; later ones are new (--follow).
+  kind: str = "checkpoints"  # Or "checkpoints_best" (--checkpoints best).
   final_step: int | None = None
 
 
@@ -204,14 +217,16 @@ def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
   """Evaluates `names` on checkpoint `step`; False if the checkpoint vanished before restore."""
   started = time.time()
   try:
-    params, _ = checkpointing.restore_params(run.workdir, step, run.setup.abstract_params)
+    params, _ = checkpointing.restore_params(run.workdir, step, run.setup.abstract_params,
+                                             kind=run.kind)
   except Exception:  # pylint: disable=broad-except
     # The trainer's retention (keep_ckpts) may delete a checkpoint between listing and
     # restoring it; that, and only that, is skipped.
-    if step in checkpointing.available_steps(run.workdir):
+    if step in checkpointing.available_steps(run.workdir, kind=run.kind):
       raise
     logging.warning("Checkpoint %d of %s was deleted before it could be evaluated (the "
-                    "trainer keeps only config.keep_ckpts); skipping it.", step, run.workdir)
+                    "trainer keeps only config.keep_ckpts, and one best); skipping it.", step,
+                    run.workdir)
     return False
   logging.info("Restored step %d of %s in %.1fs.", step, run.workdir, time.time() - started)
   for name in names:
@@ -265,14 +280,18 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
                       "evals": {n: _plain(cfg.evals[n]) for n in names}}, sort_keys=True)
     if key not in setups:
       setups[key] = _make_setup(cfg, names, devices)
-    available = _agreed(checkpointing.available_steps(workdir))
+    kind = checkpoint_kind(checkpoints)
+    available = _agreed(checkpointing.available_steps(workdir, kind=kind))
     if not available and not follow:
-      raise FileNotFoundError(f"No checkpoint in {checkpointing.checkpoint_dir(workdir)}.")
+      hint = (" (the trainer keeps a best checkpoint when config.best_metric is set)"
+              if kind == "checkpoints_best" else "")
+      raise FileNotFoundError(f"No checkpoint in {checkpointing.checkpoint_dir(workdir, kind=kind)}"
+                              f"{hint}.")
     writer = (metric_writers.SummaryWriter(os.path.join(workdir, "eval", "tensorboard"))
               if is_writer else None)
     runs.append(_Run(workdir, label, cfg, names, setups[key],
                      eval_results.ResultStore(workdir, write=is_writer), writer,
-                     select_steps(checkpoints, available, workdir), set(available)))
+                     select_steps(checkpoints, available, workdir), set(available), kind=kind))
   if follow:
     for r in runs:
       r.final_step = final_step(r.config)
@@ -375,7 +394,8 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Config file; default: each work "
                                   "directory's config.json.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Training work directories, comma-separated.")
-  flags.DEFINE_string("checkpoints", "all", "all, latest, or steps such as 400,800.")
+  flags.DEFINE_string("checkpoints", "all", "all, latest, best (checkpoints_best/), or steps "
+                      "such as 400,800.")
   flags.DEFINE_string("evals", None, "Names in config.evals, comma-separated; default: all.")
   flags.DEFINE_string("data_dir", None, "Overrides config.data_dir.")
   flags.DEFINE_string("mesh", None, "Overrides config.mesh, e.g. data:-1,fsdp:1.")

@@ -29,7 +29,8 @@ def sigmoid_xent(logits, multi_hot):
 
 
 def masked_point_loss(predicted, targets, weights, *, kind: str = "smooth_l1",
-                      normalize: str = "valid", smooth_l1_beta: float = 0.1):
+                      normalize: str = "valid", smooth_l1_beta: float = 0.1,
+                      example_weight=None):
   """Masked regression loss between predicted and target points.
 
   Args:
@@ -39,6 +40,8 @@ def masked_point_loss(predicted, targets, weights, *, kind: str = "smooth_l1",
     normalize: "valid" divides by the number of usable points in the (global) batch, so the
       loss scale does not depend on how many images have clicks; "batch" divides by all B * P
       points, so images without clicks dilute the loss (closer to a plain mean over the batch).
+    example_weight: optional [B] 0/1; a weight-0 example (an undecodable image kept for static
+      shapes) has no usable point and is not counted in the "batch" denominator either.
 
   Per point, the loss is the mean over the two coordinates. Returns a float32 scalar; 0 when
   no point in the batch is usable.
@@ -59,9 +62,14 @@ def masked_point_loss(predicted, targets, weights, *, kind: str = "smooth_l1",
                           0.5 * jnp.square(abs_diff) / smooth_l1_beta,
                           abs_diff - 0.5 * smooth_l1_beta)
   weights = weights.astype(jnp.float32)
+  if example_weight is not None:
+    weights = weights * example_weight.astype(jnp.float32)[:, None]
   total = jnp.sum(per_coord.mean(-1) * weights)
   if normalize == "valid":
     denominator = jnp.maximum(jnp.sum(weights), 1.0)
-  else:
+  elif example_weight is None:
     denominator = jnp.float32(weights.size)
+  else:
+    num_examples = jnp.maximum(jnp.sum(example_weight.astype(jnp.float32)), 1.0)
+    denominator = num_examples * weights.shape[-1]
   return total / denominator

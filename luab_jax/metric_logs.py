@@ -22,7 +22,10 @@ class JsonlWriter(metric_writers.MetricWriter):
   def __init__(self, path: str):
     self._path = path
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    self._file = open(path, "a", encoding="utf-8")
+    _drop_partial_last_line(path)
+    # Line-buffered: a kill -9 must not lose records of steps before the last checkpoint (a
+    # resumed run logs again only the steps after it), and `tail -f` shows progress as it comes.
+    self._file = open(path, "a", encoding="utf-8", buffering=1)
 
   def write_scalars(self, step, scalars):
     record = {"step": int(step)}
@@ -56,6 +59,20 @@ class JsonlWriter(metric_writers.MetricWriter):
   def close(self):
     if not self._file.closed:
       self._file.close()
+
+
+def _drop_partial_last_line(path: str) -> None:
+  """A job killed mid-write leaves a last line without its newline; it is cut before appending.
+
+  Steps logged after the last checkpoint are logged again by the resumed run (readers keep the
+  last record of a step), so nothing is lost by dropping the fragment.
+  """
+  if not os.path.exists(path) or os.path.getsize(path) == 0:
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
 
 
 def _to_python(value):

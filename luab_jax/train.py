@@ -5,8 +5,13 @@
       --config.total_steps=100
 
 One trainer, in sections: setup, mesh, data, model and optimizer, checkpoint, train step,
-evaluators, loop. A work directory that holds checkpoints is resumed from its latest one: model,
-optimizer and the exact position of the data iterator.
+evaluators, loop. A work directory that holds checkpoints is resumed from its latest complete
+one: model, optimizer and the exact position of the data iterator (a damaged one is reported and
+the previous one used; see checkpointing.py). SIGTERM / SIGINT save a checkpoint at the next
+step boundary and exit with status 128 + signal (preemption.py). Non-finite losses or gradients
+stop the run naming the step (`config.nan_policy = "stop"`, the default) or skip that step's
+update (`"skip"`, counted as `nan_skipped_steps`); a checkpoint is written only after the steps
+since the last check were found finite.
 """
 
 import json
@@ -21,24 +26,41 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
+import numpy as np
 import optax
 from clu import periodic_actions
 
 from luab_jax import checkpointing
+from luab_jax import config_schema
 from luab_jax import durations
 from luab_jax import input_pipeline
 from luab_jax import losses
 from luab_jax import metric_logs
 from luab_jax import optim
+from luab_jax import preemption
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
 
+NAN_POLICIES = ("stop", "skip")
+# Logged as sums over the logging interval (counts), not as means.
+_SUMMED_METRICS = ("data/skipped_images", "data/bad_points", "nan_skipped_steps")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks that need no devices and no data; fails before anything is compiled."""
+  config_schema.check_known_keys(config)
+  evaluators.check_config_keys(config.evals)
+  if config.get("nan_policy", "stop") not in NAN_POLICIES:
+    raise ValueError(f"config.nan_policy={config.nan_policy!r}; use one of {NAN_POLICIES}.")
+  if config.get("best_metric"):
+    evaluator = config.best_metric.split("/")[0]
+    if evaluator not in config.evals:
+      raise ValueError(f"config.best_metric={config.best_metric!r} names evaluator "
+                       f"{evaluator!r}, but config.evals has {sorted(config.evals)}.")
+    if config.get("best_mode", "max") not in ("max", "min"):
+      raise ValueError(f"config.best_mode={config.best_mode!r}; use 'max' or 'min'.")
   if config.loss.point_lambda < 0:
     raise ValueError(f"config.loss.point_lambda={config.loss.point_lambda} must be >= 0.")
   if config.loss.point_loss not in losses.POINT_LOSSES:
@@ -56,6 +78,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise FileNotFoundError(f"config.data_dir={config.data_dir!r} does not exist.")
 
 
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a work directory written by an incompatible config (config_schema.INCOMPATIBLE).
+
+  Compatible changes (schedule length, intervals, mesh, ...) are logged, and config.json is
+  rewritten (atomically: a kill mid-write must not leave a config.json that blocks resuming).
+  """
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    for change in config_schema.check_resume_compatible(saved, config, path=path):
+      logging.warning("Config changed since the work directory was written: %s", change)
+  elif os.path.isdir(checkpointing.checkpoint_dir(workdir)) and os.listdir(
+      checkpointing.checkpoint_dir(workdir)):
+    raise FileNotFoundError(f"{workdir} has checkpoints but no config.json to check this config "
+                            f"against; restore {path} or use a new --workdir.")
+  if jax.process_index() == 0:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
+
+
+def _aggregate(pending: list[dict]) -> dict:
+  """Per-step metrics -> means over the interval (counts summed, skipped steps left out)."""
+  steps = jax.device_get(pending)
+  finite = [m for m in steps if not m.get("nan_skipped_steps")]
+  out = {key: float(np.mean([m[key] for m in finite])) for key in steps[0]
+         if key not in _SUMMED_METRICS and finite}
+  out.update({key: float(sum(m[key] for m in steps)) for key in _SUMMED_METRICS
+              if key in steps[0]})
+  return out
+
+
 def _classification_loss(config, logits, batch):
   """Per-example loss; multi-label batches carry `labels` (multi-hot), others `label`."""
   if config.loss.classification == "softmax":
@@ -66,6 +121,31 @@ def _classification_loss(config, logits, batch):
   multi_hot = batch["labels"] if "labels" in batch else jax.nn.one_hot(batch["label"],
                                                                        logits.shape[-1])
   return losses.sigmoid_xent(logits, multi_hot)
+
+
+def weighted_losses(config, out, batch) -> dict:
+  """Classification and point losses of a train batch, and its accuracy, as batch means.
+
+  Undecodable images come as weight-0 examples (pp/transforms.py): they are left out of every
+  mean, so a batch with skipped examples trains exactly like the batch without them. This holds
+  for both classification losses (softmax and sigmoid are per-example sums before weighting)
+  and for the point loss (the example weight multiplies every point weight).
+  """
+  weight = batch["weight"]
+  num_used = jnp.maximum(weight.sum(), 1.0)
+  cls_loss = (_classification_loss(config, out["logits"], batch) * weight).sum() / num_used
+  point_loss = losses.masked_point_loss(
+      out["points"], batch["points"], batch["point_weight"], example_weight=weight,
+      kind=config.loss.point_loss, normalize=config.loss.point_normalize)
+  aux = {"classification_loss": cls_loss, "point_loss": point_loss}
+  if "label" in batch:
+    correct = jnp.argmax(out["logits"], -1) == batch["label"]
+    aux["accuracy"] = (correct * weight).sum() / num_used
+  else:  # Multi-label: is the top-scored class one of the (crop's) positives?
+    top = jnp.argmax(out["logits"], -1)
+    hit = jnp.take_along_axis(batch["labels"], top[:, None], -1)[:, 0]
+    aux["precision_at_1"] = (hit * weight).sum() / num_used
+  return aux
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -79,10 +159,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ Setup.
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
+  check_workdir(config, workdir)
   writer = metric_logs.create_writer(workdir)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  nan_policy = config.get("nan_policy", "stop")
 
   # ------------------------------------------------------------------ Mesh.
   mesh = sharding_lib.make_mesh(config.mesh, devices)
@@ -121,41 +200,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # ------------------------------------------------------------------ Checkpoint.
   manager = checkpointing.create_manager(workdir, keep=config.keep_ckpts)
-  latest = manager.latest_step()
-  if latest is not None:
-    logging.info("Resuming from the checkpoint of step %d in %s.", latest,
-                 checkpointing.checkpoint_dir(workdir))
-    state = checkpointing.restore(
-        manager, latest, checkpointing.abstract_like(abstract_state, state_shardings),
-        train_iter)
-  else:
+  state, restored_step, iter_restored = checkpointing.restore_latest(
+      manager, workdir, checkpointing.abstract_like(abstract_state, state_shardings),
+      train_iter, on_process_change=config.get("data_iter_on_process_change", "error"))
+  if state is None:
     state = train_state_lib.init_train_state(spec, tx, config.seed, state_shardings)
+  else:
+    logging.info("Resumed from the checkpoint of step %d in %s.", restored_step,
+                 checkpointing.checkpoint_dir(workdir))
+    if not iter_restored:  # A new data order, seeded by the step (checkpointing docstring).
+      train_iter.close()
+      train_iter = iter(input_pipeline.make_train_dataset(
+          train_source, config.input, per_process_batch_size=per_process_batch,
+          seed=config.seed + restored_step, num_points=config.model.get("num_points", 1)))
   first_step = int(jax.device_get(state["step"]))
+  best_manager = None
+  if config.get("best_metric"):
+    best_manager = checkpointing.create_best_manager(workdir, config.best_metric,
+                                                     config.get("best_mode", "max"))
 
   # ------------------------------------------------------------------ Train step.
   lam = float(config.loss.point_lambda)
 
   def train_step(state, batch):
     def loss_fn(params):
-      out = spec.apply(params, batch["image"])
-      cls_loss = _classification_loss(config, out["logits"], batch).mean()
-      point_loss = losses.masked_point_loss(
-          out["points"], batch["points"], batch["point_weight"],
-          kind=config.loss.point_loss, normalize=config.loss.point_normalize)
-      aux = {"classification_loss": cls_loss, "point_loss": point_loss}
-      if "label" in batch:
-        aux["accuracy"] = (jnp.argmax(out["logits"], -1) == batch["label"]).mean()
-      else:  # Multi-label: is the top-scored class one of the (crop's) positives?
-        top = jnp.argmax(out["logits"], -1)
-        aux["precision_at_1"] = jnp.take_along_axis(batch["labels"], top[:, None], -1).mean()
-      return cls_loss + lam * point_loss, aux
+      aux = weighted_losses(config, spec.apply(params, batch["image"]), batch)
+      return aux["classification_loss"] + lam * aux["point_loss"], aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if nan_policy == "skip":  # Keep the old parameters and moments; the step still counts.
+      keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+      params = keep(params, state["params"])
+      opt_state = keep(opt_state, state["opt_state"])
+    metrics = {"loss": loss, **aux, "grad_norm": grad_norm,
                "learning_rate": schedule(state["step"]),
-               "points_per_image": batch["point_weight"].sum(-1).mean()}
+               "points_per_image": batch["point_weight"].sum(-1).mean(),
+               "data/skipped_images": batch["weight"].shape[0] - batch["weight"].sum(),
+               "data/bad_points": batch["bad_points"].sum(),
+               "nan_skipped_steps": 1 - finite.astype(jnp.int32)}
     return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
   train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
@@ -169,6 +255,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   evals = evaluators.from_config(config.evals, fns=fns, mesh=mesh,
                                  data_dir=config.data_dir, input_config=config.input)
   eval_every = {name: cfg.get("every_steps") for name, cfg in config.evals.items()}
+
+  def save_best(step, results):
+    if best_manager is None or not results:
+      return
+    metric = config.best_metric
+    if metric not in results:
+      if any(key.startswith(metric.split("/")[0] + "/") for key in results):
+        raise ValueError(f"config.best_metric={metric!r} is not among the metrics of its "
+                         f"evaluator: {sorted(results)}.")
+      return  # Its evaluator did not run at this step.
+    checkpointing.save_best(best_manager, step, state["params"], metric, results[metric])
 
   def run_evals(step, names):
     results = {}
@@ -188,44 +285,82 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                              every_secs=None, every_steps=log_steps)
   pending, last_log_time, last_log_step = [], time.time(), first_step
+  unchecked = []  # (step, nan_skipped_steps) not yet fetched: checked before every save.
+  last_saved = first_step
   last_results = {}
   step = first_step
-  while step < total_steps:
-    step += 1
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      batch = sharding_lib.to_global(next(train_iter), batch_sharding)
-      state, metrics = train_step(state, batch)
-    pending.append(metrics)
-    progress(step)
 
-    if step % log_steps == 0 or step == total_steps:
-      # Averaged over the steps since the last log; fetching forces a sync, hence only here.
-      means = jax.tree.map(lambda *xs: float(sum(xs)) / len(xs), *jax.device_get(pending))
-      now = time.time()
-      images_per_sec = (step - last_log_step) * config.batch_size / max(now - last_log_time, 1e-9)
-      means["images_per_sec"] = images_per_sec
-      means["images_per_sec_per_device"] = images_per_sec / mesh.size
-      writer.write_scalars(step, means)
-      if not all(math.isfinite(v) for v in means.values()):
-        raise FloatingPointError(f"Non-finite training metrics between steps {last_log_step + 1} "
-                                 f"and {step}: {means}")
-      pending, last_log_time, last_log_step = [], now, step
+  def check_finite():
+    """Under nan_policy="stop": raises naming the first non-finite step since the last check."""
+    bad = [s for s, flag in zip([s for s, _ in unchecked],
+                                jax.device_get([f for _, f in unchecked])) if flag]
+    if bad and nan_policy == "stop":
+      raise FloatingPointError(
+          f"Non-finite loss or gradients at step {bad[0]} ({len(bad)} of steps "
+          f"{unchecked[0][0]}..{unchecked[-1][0]}). Nothing after step {last_saved} was "
+          "saved; the checkpoints are intact. Lower config.optax.lr, or set "
+          "config.nan_policy='skip' to skip such updates.")
+    unchecked.clear()
 
-    if step % ckpt_steps == 0 or step == total_steps or step == stop_at_step:
-      checkpointing.save(manager, step, state, train_iter, force=True)
+  try:
+    with preemption.Preemption() as preempt:
+      while step < total_steps:
+        step += 1
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = sharding_lib.to_global(next(train_iter), batch_sharding)
+          state, metrics = train_step(state, batch)
+        pending.append(metrics)
+        unchecked.append((step, metrics["nan_skipped_steps"]))
+        progress(step)
 
-    due = [name for name, every in eval_every.items()
-           if (every and step % every == 0) or step == total_steps]
-    if due:
-      last_results.update(run_evals(step, due))
-    if step == stop_at_step:
-      logging.info("Stopping at step %d as asked; run again to resume.", step)
-      break
+        if step % log_steps == 0 or step == total_steps:
+          # Averaged over the steps since the last log; fetching forces a sync, hence only here.
+          check_finite()
+          means = _aggregate(pending)
+          now = time.time()
+          images_per_sec = (step - last_log_step) * config.batch_size / max(now - last_log_time,
+                                                                             1e-9)
+          means["images_per_sec"] = images_per_sec
+          means["images_per_sec_per_device"] = images_per_sec / mesh.size
+          writer.write_scalars(step, means)
+          if nan_policy == "stop" and not all(math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(f"Non-finite training metrics between steps "
+                                     f"{last_log_step + 1} and {step}: {means}")
+          pending, last_log_time, last_log_step = [], now, step
 
-  manager.wait_until_finished()
-  manager.close()
-  train_iter.close()  # Stops the prefetch worker processes and frees their shared memory.
-  writer.flush()
+        preempted = preempt.reached(step)
+        if (step % ckpt_steps == 0 or step == total_steps or step == stop_at_step or preempted):
+          check_finite()  # Never write a non-finite state over a good checkpoint.
+          checkpointing.save(manager, step, state, train_iter, force=True)
+          last_saved = step
+
+        if preempted:
+          break
+        due = [name for name, every in eval_every.items()
+               if (every and step % every == 0) or step == total_steps]
+        if due:
+          results = run_evals(step, due)
+          last_results.update(results)
+          save_best(step, results)
+        if step == stop_at_step:
+          logging.info("Stopping at step %d as asked; run again to resume.", step)
+          break
+  finally:
+    # Also on an exception (e.g. the NaN guard): an async save still being written must be
+    # finished, or the last good checkpoint would be left as a temporary directory.
+    manager.wait_until_finished()
+    manager.close()
+    if best_manager is not None:
+      best_manager.wait_until_finished()
+      best_manager.close()
+    train_iter.close()  # Stops the prefetch worker processes and frees their shared memory.
+    writer.flush()
+  if preempt.signum is not None and step < total_steps:
+    message = (f"Preempted by {preemption.signal_name(preempt.signum)}: saved the checkpoint "
+               f"of step {step} in {checkpointing.checkpoint_dir(workdir)}; run the same "
+               "command again to resume.")
+    logging.warning(message)
+    raise preemption.Preempted(preempt.exit_code, message)
   if last_results and jax.process_index() == 0:
     with open(os.path.join(workdir, "final_eval.json"), "w", encoding="utf-8") as f:
       json.dump({"step": step, **last_results}, f, indent=2)

@@ -67,9 +67,9 @@ class _Counts:
     self.restores, self.fns = [], []
     restore, make = checkpointing.restore_params, evaluate.evaluators.make_model_fns
 
-    def counted_restore(workdir, step, abstract):
+    def counted_restore(workdir, step, abstract, **kwargs):
       self.restores.append((os.path.basename(workdir), step))
-      return restore(workdir, step, abstract)
+      return restore(workdir, step, abstract, **kwargs)
 
     def kept_fns(*args, **kwargs):
       self.fns.append(make(*args, **kwargs))

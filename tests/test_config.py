@@ -55,3 +55,34 @@ def test_durations():
   assert durations.steps("ckpt", cfg, default=5) == 5
   with pytest.raises(ValueError, match="total_steps, config.total_epochs"):
     durations.steps("total", {"total_steps": 3, "total_epochs": 1})
+
+
+_CONFIG_DIR = os.path.dirname(_CONFIG)
+_CONFIG_FILES = sorted(f for f in os.listdir(_CONFIG_DIR) if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("arg", ["", "runlocal"])
+@pytest.mark.parametrize("name", _CONFIG_FILES)
+def test_every_config_passes_the_schema(name, arg):
+  """Each config of configs/ (default and local mode) uses only keys the schema knows."""
+  # pylint: disable=g-import-not-at-top
+  from luab_jax import config_schema
+  from luab_jax.evaluators import common as evaluators
+  # pylint: enable=g-import-not-at-top
+  path = os.path.join(_CONFIG_DIR, name)
+  config = _parse(f"--config={path}:{arg}" if arg else f"--config={path}")
+  config_schema.check_known_keys(config)
+  evaluators.check_config_keys(config.evals)
+  assert config.evals, f"{name}:{arg} has no evaluators"
+
+
+def test_unknown_evaluator_key_is_an_error_naming_it():
+  from luab_jax.evaluators import common as evaluators  # pylint: disable=g-import-not-at-top
+  config = _parse(f"--config={_CONFIG}:runlocal")
+  config.unlock()
+  config.evals.loc.radiuses = (0.1,)
+  with pytest.raises(ValueError, match=r"config\.evals\.loc\.radiuses"):
+    evaluators.check_config_keys(config.evals)
+  config.evals.loc = dict(type="no_such_evaluator")
+  with pytest.raises(ValueError, match="no_such_evaluator"):
+    evaluators.check_config_keys(config.evals)

@@ -15,6 +15,7 @@ batch carries) and reused for every checkpoint and every split of that layout.
 
 import dataclasses
 import importlib
+import inspect
 from typing import Any, Callable
 
 import jax
@@ -267,20 +268,46 @@ def check_box_key(fns: ModelFns, box_key) -> None:
                      f"boxes; this model predicts {fns.num_points} points (config.model.num_points).")
 
 
+# Keys of a `config.evals.NAME` entry that are not the evaluator's own arguments.
+_SCHEDULE_KEYS = ("type", "every_steps")
+# Arguments every Evaluator takes from the job, never from its config entry.
+_JOB_ARGS = ("self", "fns", "mesh", "data_dir", "input_config")
+
+
+def _evaluator_module(name: str, kind):
+  if kind is None:
+    raise ValueError(f"config.evals.{name} has no `type`.")
+  try:
+    return importlib.import_module(f"luab_jax.evaluators.{kind}")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"config.evals.{name}.type={kind!r} is not an evaluator module of "
+                     "luab_jax.evaluators.") from e
+
+
+def check_config_keys(evals_config) -> None:
+  """Rejects keys of `config.evals.*` that their Evaluator does not take, naming them.
+
+  Runs at config validation, before any data is read or anything compiled: the keys of an
+  evaluator entry are its constructor's keyword arguments plus `type` and `every_steps`.
+  """
+  unknown = []
+  for name, cfg in evals_config.items():
+    module = _evaluator_module(name, cfg.get("type"))
+    params = inspect.signature(module.Evaluator.__init__).parameters
+    known = {p for p in params if p not in _JOB_ARGS} | set(_SCHEDULE_KEYS)
+    unknown += [f"config.evals.{name}.{key} (type {cfg['type']!r} takes {sorted(known)})"
+                for key in cfg.keys() if key not in known]
+  if unknown:
+    raise ValueError(f"Unknown evaluator config keys: {'; '.join(unknown)}.")
+
+
 def from_config(evals_config, *, fns: ModelFns, mesh, data_dir, input_config):
   """{name: Evaluator} from `config.evals`; evaluator modules are found by their `type`."""
   evaluators = {}
   for name, cfg in evals_config.items():
     cfg = dict(cfg)
-    kind = cfg.pop("type", None)
-    if kind is None:
-      raise ValueError(f"config.evals.{name} has no `type`.")
+    module = _evaluator_module(name, cfg.pop("type", None))
     cfg.pop("every_steps", None)  # Scheduling belongs to the trainer.
-    try:
-      module = importlib.import_module(f"luab_jax.evaluators.{kind}")
-    except ModuleNotFoundError as e:
-      raise ValueError(f"config.evals.{name}.type={kind!r} is not an evaluator module of "
-                       "luab_jax.evaluators.") from e
     try:
       evaluators[name] = module.Evaluator(fns, mesh=mesh, data_dir=data_dir,
                                           input_config=input_config, **cfg)

@@ -10,6 +10,21 @@ Input record (what the TFDS builders of this project write):
 
 Output example: `image` float32 [S, S, 3] in [-1, 1]; `label` int32 or `labels` float32 [C];
 `points` float32 [P, 2] in crop coordinates (-1 where missing); `point_weight` float32 [P].
+Training examples add `weight` float32 (1, or 0 for an undecodable image) and `bad_points`
+int32 (the number of clicks dropped as non-finite or outside the image).
+
+Bad input during training never stops the job (a 1.3M-image dataset has a few broken files):
+- an image that cannot be decoded (truncated JPEG, zero-byte file, garbage) becomes a black
+  image with `weight` 0 and no points: it stays in the batch (static shapes, so no
+  recompilation and no change to the data order of later batches) but adds nothing to the loss,
+  the accuracy or the gradients; the train step sums the zeros into `data/skipped_images`;
+- CMYK, grayscale, palette and RGBA images and PNGs stored under a .JPEG name decode normally
+  and are converted to RGB (`image_ops.decode_rgb`); nothing is lost, nothing is counted;
+- a NaN / infinite click or one outside [0, 1] is dropped (point weight 0) and counted in
+  `data/bad_points`; the example still trains its classifier.
+These counts travel in the batch, not in globals, because the transforms run in Grain worker
+processes. Evaluation keeps failing loudly on an undecodable image: a metric silently computed
+on fewer images would be worse than a stopped evaluation.
 Evaluation can add `label_set` float32 [C] (multi-hot of a list of acceptable labels, such as
 ImageNet ReaL's `real_label`) and `boxes` float32 [M, 4] + `box_weight` [M] (ground-truth boxes
 moved into crop coordinates like the points, so they can be compared with predicted points).
@@ -35,19 +50,25 @@ def _record_name(record) -> str:
 
 
 def _point_and_validity(record, num_points: int):
-  """([P, 2] points, [P] validity) from whichever point fields the record has."""
+  """([P, 2] points, [P] validity, number of bad points) from the record's point fields.
+
+  A point marked valid that is not finite or lies outside [0, 1] is made invalid and counted.
+  """
   if "points" in record:
     points, valid = record["points"], record["has_points"]
   elif "point" in record:
     points, valid = record["point"], record["has_point"]
   else:  # A dataset without byproducts (e.g. ImageNet validation): every point is missing.
-    return np.full((num_points, 2), -1, np.float32), np.zeros(num_points, bool)
+    return np.full((num_points, 2), -1, np.float32), np.zeros(num_points, bool), 0
   points = np.asarray(points, np.float32).reshape(-1, 2)
   valid = np.asarray(valid, bool).reshape(-1)
   if len(points) != num_points:
     raise ValueError(f"Record {_record_name(record)} has {len(points)} points, but the model "
                      f"predicts num_points={num_points} (config.model.num_points).")
-  return points, valid
+  with np.errstate(invalid="ignore"):
+    usable = np.isfinite(points).all(-1) & (points >= 0).all(-1) & (points <= 1).all(-1)
+  bad = valid & ~usable
+  return points, valid & usable, int(bad.sum())
 
 
 def _label_fields(record, targets=None, weights=None, valid=None, *, label_key="label"):
@@ -89,20 +110,39 @@ class TrainTransform(grain.transforms.RandomMap):
   num_points: int = 1
 
   def random_map(self, record, rng: np.random.Generator):
-    image = image_ops.decode_rgb(record["image"], name=_record_name(record))
+    try:
+      image = image_ops.decode_rgb(record["image"], name=_record_name(record))
+    except ValueError:  # Undecodable: kept with weight 0 and counted (module docstring).
+      return self._skipped(record)
     height, width = image.height, image.width
     box = geometry.sample_inception_box(rng, height, width, scale=self.scale, ratio=self.ratio)
     flip = self.flip and bool(rng.random() < 0.5)
     pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method)
     if flip:
       pixels = pixels[:, ::-1]
-    points, valid = _point_and_validity(record, self.num_points)
+    points, valid, bad_points = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=flip)
     return {
         "image": image_ops.to_minus_one_one(pixels),
         **_label_fields(record, targets, weights, valid),
         "points": targets,
         "point_weight": weights,
+        "weight": np.float32(1.0),
+        "bad_points": np.int32(bad_points),
+    }
+
+  def _skipped(self, record):
+    """The weight-0 stand-in for an example whose image cannot be decoded."""
+    labels = _label_fields(record)
+    if "labels" in labels:  # No crop was taken: no positive is known to be inside it.
+      labels = {"labels": np.zeros_like(labels["labels"])}
+    return {
+        "image": np.zeros((self.image_size, self.image_size, 3), np.float32),
+        **labels,
+        "points": np.full((self.num_points, 2), geometry.MISSING, np.float32),
+        "point_weight": np.zeros(self.num_points, np.float32),
+        "weight": np.float32(0.0),
+        "bad_points": np.int32(0),
     }
 
 
@@ -159,7 +199,7 @@ class EvalTransform(grain.transforms.Map):
     height, width = image.height, image.width
     box = geometry.central_box(height, width, self.crop_fraction)
     pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method)
-    points, valid = _point_and_validity(record, self.num_points)
+    points, valid, _ = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=False)
     example = {
         "image": image_ops.to_minus_one_one(pixels),

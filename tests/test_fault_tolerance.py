@@ -1,0 +1,324 @@
+"""Fault tolerance: damaged checkpoints, preemption, NaN policy, corrupt data, config checks.
+
+The slow end-to-end check with real kill -9 / SIGTERM of subprocesses is tests/test_chaos.py.
+"""
+
+import glob
+import io
+import json
+import os
+import shutil
+import signal
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from luab_jax import checkpointing
+from luab_jax import config_schema
+from luab_jax import evaluate
+from luab_jax import input_pipeline
+from luab_jax import metric_logs
+from luab_jax import preemption
+from luab_jax import sharding as sharding_lib
+from luab_jax import train
+from luab_jax import train_state as train_state_lib
+from luab_jax.pp import transforms
+from tests.test_train import _config
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+
+
+def _inject(monkeypatch, at_call: int, action):
+  """Applies `action(host_batch)` to the `at_call`-th training batch (1-based)."""
+  original, calls = sharding_lib.to_global, [0]
+
+  def to_global(host_batch, sharding):
+    if "weight" in host_batch:  # Training batches only (evaluation batches have none).
+      calls[0] += 1
+      if calls[0] == at_call:
+        action(host_batch)
+    return original(host_batch, sharding)
+
+  monkeypatch.setattr(sharding_lib, "to_global", to_global)
+
+
+def _abstract_state(config, mesh):
+  spec = train_state_lib.model_spec(config)
+  from luab_jax import optim  # pylint: disable=g-import-not-at-top
+  tx, _ = optim.make_optimizer(config.optax, 4, 1)
+  abstract = train_state_lib.abstract_train_state(spec, tx)
+  shardings = train_state_lib.train_state_shardings(abstract, config, mesh)
+  return checkpointing.abstract_like(abstract, shardings)
+
+
+def _records(workdir):
+  return list(metric_logs.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+
+
+def test_preempt_damage_fall_back_resume_on_fewer_devices_evaluate_best(tiny_data_dir, tmp_path,
+                                                                       caplog, monkeypatch):
+  """One work directory through SIGTERM, a damaged latest step, resume on 4 devices, the best
+  checkpoint evaluated on 1 device, and a process-count change."""
+  config = _config(tiny_data_dir, total_steps=6, ckpt_steps=2, keep_ckpts=2, log_training_steps=1)
+  del config.evals["loc"]
+  config.evals.bgc.every_steps = 2
+  config.best_metric = "bgc/mixed_rand/accuracy"
+  work = str(tmp_path)
+
+  # 1. SIGTERM during step 3 (8 devices): saved at the step boundary, exit status 143.
+  handler_before = signal.getsignal(signal.SIGTERM)
+  _inject(monkeypatch, 3, lambda batch: signal.raise_signal(signal.SIGTERM))
+  with pytest.raises(preemption.Preempted) as raised:
+    train.train_and_evaluate(config, work)
+  monkeypatch.undo()
+  assert raised.value.code == 128 + signal.SIGTERM and "step 3" in raised.value.message
+  assert signal.getsignal(signal.SIGTERM) == handler_before
+  assert sorted(os.listdir(checkpointing.checkpoint_dir(work))) == ["2", "3"]
+  assert os.listdir(checkpointing.checkpoint_dir(work, kind="checkpoints_best")) == ["2"]
+  first = {r["step"]: r["loss"] for r in _records(work) if "loss" in r}
+  assert sorted(first) == [1, 2, 3]
+
+  # 2. Step 3 damaged (data files truncated), plus the leftovers of a write killed mid-way;
+  # resumed on 4 devices: step 2 is used, step 3 moved aside, steps 3.. redone.
+  for path in glob.glob(os.path.join(work, "checkpoints", "3", "state", "**", "d", "*"),
+                        recursive=True):
+    with open(path, "r+b") as f:
+      f.truncate(7)
+  os.makedirs(os.path.join(work, "checkpoints", "8.orbax-checkpoint-tmp-1234", "state"))
+  config.mesh = [("data", 4), ("fsdp", 1)]
+  train.train_and_evaluate(config, work, devices=jax.devices()[:4])
+  assert "Checkpoint of step 3" in caplog.text and "cannot be restored" in caplog.text
+  assert os.listdir(checkpointing.checkpoint_dir(work, kind="checkpoints_damaged")) == ["3"]
+  assert not glob.glob(os.path.join(work, "checkpoints", "*tmp*"))
+  assert sorted(os.listdir(checkpointing.checkpoint_dir(work))) == ["4", "6"]
+  records = _records(work)
+  assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 3, 4, 5, 6]
+  # Step 3 again, from step 2's parameters and data position, on another mesh: float32
+  # round-off of another reduction order only.
+  np.testing.assert_allclose([r["loss"] for r in records if r.get("step") == 3 and "loss" in r],
+                             [first[3]] * 2, rtol=2e-5)
+
+  # 3. The best checkpoint (never evicted by keep_ckpts=2) evaluated on 1 device: the same
+  # metrics as the trainer's evaluation of that step.
+  best = os.listdir(checkpointing.checkpoint_dir(work, kind="checkpoints_best"))
+  assert len(best) == 1 and best[0] in ("2", "4", "6")
+  best_step = int(best[0])
+  logged = {}
+  for r in records:
+    if r["step"] == best_step:
+      logged.update({k: v for k, v in r.items() if k.startswith("bgc/")})
+  result = evaluate.run([work], checkpoints="best", mesh=(("data", 1), ("fsdp", 1)),
+                        devices=jax.devices()[:1], plots=False)
+  rows = next(iter(result["rows"].values()))
+  assert {row["step"] for row in rows} == {best_step}
+  evaluated = {f"bgc/{row['metric']}": row["value"] for row in rows}
+  assert evaluated.keys() == logged.keys()
+  for key, value in logged.items():
+    np.testing.assert_allclose(evaluated[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+  # 4. The data iterator was written by 1 process; a job of 2 processes (simulated: real
+  # multi-process runs are too slow here) refuses it unless told to restart the data order.
+  iter_dir = os.path.join(work, "checkpoints", "6", "data_iter")
+  os.rename(os.path.join(iter_dir, "process_0-of-1.json"),
+            os.path.join(iter_dir, "process_0-of-2.json"))
+  mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:4])
+  manager = checkpointing.create_manager(work)
+  with pytest.raises(ValueError, match=r"step 6 .* data iterator of 2 processes, but this job "
+                                       r"has 1.*data_iter_on_process_change"):
+    checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None)
+  state, step, iter_restored = checkpointing.restore_latest(
+      manager, work, _abstract_state(config, mesh), None, on_process_change="restart")
+  manager.close()
+  assert step == 6 and int(state["step"]) == 6 and not iter_restored
+
+
+def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
+  config = _config(tiny_data_dir, total_steps=4, ckpt_steps=2, log_training_steps=2)
+  config.evals = {}
+  mesh = sharding_lib.make_mesh(config.mesh)
+  # Fake two steps with a missing metadata file each: nothing may start from scratch over them.
+  for step in (2, 4):
+    os.makedirs(os.path.join(tmp_path, "checkpoints", str(step), "state"))
+    os.makedirs(os.path.join(tmp_path, "checkpoints", str(step), "data_iter"))
+    with open(os.path.join(tmp_path, "checkpoints", str(step), "_CHECKPOINT_METADATA"), "w") as f:
+      f.write("{}")
+  manager = checkpointing.create_manager(str(tmp_path))
+  with pytest.raises(RuntimeError, match=r"step 4: missing or empty: commit_success.txt.*"
+                                         r"step 2: missing"):
+    checkpointing.restore_latest(manager, str(tmp_path), _abstract_state(config, mesh), None)
+  manager.close()
+
+
+def _nan_image(batch):
+  batch["image"][0, 0, 0, 0] = np.nan
+
+
+def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data_dir, tmp_path,
+                                                                      monkeypatch):
+  # One device: the policy does not depend on the mesh, and one device compiles fastest.
+  config = _config(tiny_data_dir, total_steps=6, ckpt_steps=2, log_training_steps=1)
+  config.mesh = [("data", 1), ("fsdp", 1)]
+  config.evals = {}
+  work, one_device = str(tmp_path), jax.devices()[:1]
+  _inject(monkeypatch, 3, _nan_image)
+  with pytest.raises(FloatingPointError, match=r"at step 3 .*after step 2"):
+    train.train_and_evaluate(config, work, devices=one_device)
+  monkeypatch.undo()
+  # Step 3 (non-finite) was never saved over step 2.
+  assert os.listdir(checkpointing.checkpoint_dir(work)) == ["2"]
+
+  # The same work directory resumed under nan_policy="skip" (a compatible change): step 3 is
+  # non-finite again and skipped, and an undecodable image in it is counted.
+  config.nan_policy = "skip"
+  config.total_steps = 4
+
+  def corrupt(batch):
+    _nan_image(batch)
+    batch["weight"][1] = 0.0  # As the transform marks an undecodable image.
+
+  _inject(monkeypatch, 1, corrupt)  # The first batch of the resumed run is step 3's.
+  train.train_and_evaluate(config, work, devices=one_device)
+  logged = {r["step"]: r for r in _records(work) if "nan_skipped_steps" in r}
+  assert [logged[s]["nan_skipped_steps"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
+  assert [logged[s]["data/skipped_images"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
+  assert np.isfinite(logged[4]["loss"])
+  assert "loss" not in logged[3]  # The mean over the interval leaves the skipped step out.
+
+
+def _jpeg(mode="RGB", size=(40, 30)):
+  buf = io.BytesIO()
+  Image.new(mode, size, 128 if mode == "L" else (200, 10, 10, 0)[:len(mode)]).save(buf, "JPEG")
+  return buf.getvalue()
+
+
+def _png():
+  buf = io.BytesIO()
+  Image.new("RGBA", (30, 40), (1, 2, 3, 4)).save(buf, "PNG")
+  return buf.getvalue()
+
+
+def test_corrupt_records_never_stop_the_pipeline():
+  good = _jpeg()
+  cases = {  # name: (image bytes, point, expected weight, expected bad points)
+      "truncated.JPEG": (good[:len(good) // 2], (0.5, 0.5), 0.0, 0),
+      "empty.JPEG": (b"", (0.5, 0.5), 0.0, 0),
+      "cmyk.JPEG": (_jpeg("CMYK"), (0.5, 0.5), 1.0, 0),
+      "gray.JPEG": (_jpeg("L"), (0.5, 0.5), 1.0, 0),
+      "png.JPEG": (_png(), (0.5, 0.5), 1.0, 0),
+      "nan_point.JPEG": (good, (np.nan, 0.5), 1.0, 1),
+      "outside_point.JPEG": (good, (1.5, 0.5), 1.0, 1),
+      "good.JPEG": (good, (0.5, 0.5), 1.0, 0),
+  }
+  records = [{"image": image, "label": i % 4, "point": np.float32(point), "has_point": True,
+              "file_name": name} for i, (name, (image, point, _, _)) in enumerate(cases.items())]
+  transform = transforms.TrainTransform(image_size=16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+  rng = np.random.default_rng(0)
+  for record, (name, (_, _, weight, bad)) in zip(records, cases.items()):
+    example = transform.random_map(record, rng)
+    assert example["weight"] == weight, name
+    assert example["bad_points"] == bad, name
+    assert example["image"].shape == (16, 16, 3) and np.isfinite(example["image"]).all(), name
+    if weight == 0 or bad:
+      assert example["point_weight"].sum() == 0, name
+  # Through the Grain pipeline: the batch carries the per-example flags the train step sums.
+  input_config = _config("/tmp").input
+  input_config.image_size = 16
+  ds = input_pipeline.make_train_dataset(records, input_config, per_process_batch_size=8, seed=0)
+  batch = next(iter(ds))
+  assert batch["weight"].sum() == 6 and batch["bad_points"].sum() == 2
+
+
+def test_bad_multilabel_records_train_nothing_of_theirs():
+  good, truncated = _jpeg(), _jpeg()[:200]
+  labels = np.array([1, 0, 1, 0], bool)
+  points = np.array([[0.5, 0.5], [-1, -1], [0.4, 0.6], [-1, -1]], np.float32)
+  has_points = np.array([True, False, True, False])
+  transform = transforms.TrainTransform(image_size=16, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                                        flip=False, num_points=4)
+  rng = np.random.default_rng(0)
+  skipped = transform.random_map({"image": truncated, "labels": labels, "points": points,
+                                  "has_points": has_points, "file_name": "bad.jpg"}, rng)
+  assert skipped["weight"] == 0 and skipped["bad_points"] == 0
+  np.testing.assert_array_equal(skipped["point_weight"], np.zeros(4))
+  np.testing.assert_array_equal(skipped["labels"], np.zeros(4))
+  # A NaN click and one outside the image: dropped and counted; their classes keep the label
+  # (present but without a usable click, like a class never clicked).
+  bad_clicks = points.copy()
+  bad_clicks[0], bad_clicks[2] = (np.nan, 0.5), (0.4, 1.7)
+  example = transform.random_map({"image": good, "labels": labels, "points": bad_clicks,
+                                  "has_points": has_points, "file_name": "clicks.jpg"}, rng)
+  assert example["weight"] == 1 and example["bad_points"] == 2
+  np.testing.assert_array_equal(example["point_weight"], np.zeros(4))
+  np.testing.assert_array_equal(example["labels"], labels.astype(np.float32))
+  assert np.isfinite(example["points"]).all()
+
+
+@pytest.mark.parametrize("classification", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("normalize", ["valid", "batch"])
+def test_weight_zero_example_adds_nothing_to_any_loss(classification, normalize):
+  """A batch with a skipped example trains exactly like the batch without it."""
+  config = _config("/tmp")
+  config.loss.classification, config.loss.point_normalize = classification, normalize
+  rng = np.random.default_rng(0)
+  b, c, p = 4, 5, 3
+  out = {"logits": rng.normal(size=(b, c)).astype(np.float32),
+         "points": rng.uniform(size=(b, p, 2)).astype(np.float32)}
+  batch = {"points": rng.uniform(size=(b, p, 2)).astype(np.float32),
+           "point_weight": np.ones((b, p), np.float32),
+           "weight": np.array([1, 0, 1, 1], np.float32)}
+  if classification == "softmax":
+    batch["label"] = np.array([0, 3, 2, 4], np.int32)
+  else:
+    batch["labels"] = rng.integers(0, 2, size=(b, c)).astype(np.float32)
+  # The skipped example carries garbage: far-off targets and a confident wrong logit.
+  batch["points"][1] = 50.0
+  out["logits"][1] = 30.0 * np.eye(c)[1]
+  kept = [0, 2, 3]
+  without = train.weighted_losses(config, {k: v[kept] for k, v in out.items()},
+                                  {k: v[kept] for k, v in batch.items()})
+  with_skipped = train.weighted_losses(config, out, batch)
+  assert without.keys() == with_skipped.keys()
+  for key in without:
+    np.testing.assert_allclose(with_skipped[key], without[key], rtol=1e-6, err_msg=key)
+
+
+def test_config_keys_are_checked_against_the_schema(tiny_data_dir, tmp_path):
+  for path in sorted(glob.glob(os.path.join(_CONFIGS, "*.py"))):
+    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+    module = config_flags.config_flags._LoadConfigModule("c", path)  # pylint: disable=protected-access
+    for arg in (None, "runlocal"):
+      try:
+        config = module.get_config(arg)
+      except ValueError:  # A config without a runlocal argument.
+        continue
+      config_schema.check_known_keys(config)
+  config = _config(tiny_data_dir)
+  config.log_trainig_steps = 3
+  config.input.num_wokers = 2
+  with pytest.raises(ValueError, match=r"config.log_trainig_steps, config.input.num_wokers"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_incompatible_workdir_is_refused_compatible_changes_pass(tiny_data_dir, tmp_path):
+  config = _config(tiny_data_dir)
+  saved = json.loads(config.to_json_best_effort())
+  changed = config_schema.check_resume_compatible(saved, _config(tiny_data_dir, total_steps=99),
+                                                  path="x")
+  assert changed == ["config.total_steps: 6 -> 99"]
+  assert not config_schema.check_resume_compatible(saved, config, path="x")
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(saved, f)
+  for key, value in (("num_classes", 7), ("model.variant", "Ti/16"),
+                     ("dataset", "luab_shapes/cpu64")):
+    other = _config(tiny_data_dir, **{key: value})
+    with pytest.raises(ValueError, match=rf"incompatible config .*config.{key}"):
+      train.train_and_evaluate(other, str(tmp_path))
+
+
+def test_missing_data_dir_and_indivisible_batch_fail_before_compiling(tmp_path):
+  config = _config(str(tmp_path / "nowhere"))
+  with pytest.raises(FileNotFoundError, match=r"config.data_dir=.*nowhere.* does not exist"):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  shutil.rmtree(tmp_path / "work", ignore_errors=True)
