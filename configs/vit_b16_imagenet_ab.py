@@ -64,7 +64,6 @@ def get_config(arg=None):
   config = _vit_s16_config_module().get_config(
       f"lam={args.lam},epochs={args.epochs},batch_size={args.batch_size},"
       f"runlocal={args.runlocal},variant=B/16")
-  config.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]
   # Attention and MLP kernels split over "model" (tensor parallel; nothing while its size is 1)
   # and, like every tensor larger than fsdp_min_size_mb, over "fsdp" (nothing while its size is
   # 1); small ones (biases, norms) stay replicated.
