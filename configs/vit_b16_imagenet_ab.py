@@ -8,8 +8,12 @@ LUAB (lam > 0) or the baseline (lam=0), evaluated on ImageNet val. Prepare the d
   python -m luab_jax.train --config configs/vit_b16_imagenet_ab.py:lam=0 \
       --workdir gs://BUCKET/luab/vit_b16_baseline
 
-Larger slices: shard parameters and optimizer state too, e.g.
-  --config.mesh='[("data", -1), ("fsdp", 8)]'
+Larger slices: shard parameters and optimizer state too (FSDP), and/or split attention heads
+and MLP units over a tensor-parallel "model" axis, e.g.
+  --config.mesh='[("data", -1), ("fsdp", 8), ("model", 1)]'
+  --config.mesh='[("data", -1), ("fsdp", 4), ("model", 2)]'
+For ViT-L or memory-bound runs: --config.model.remat=dots_saveable (or full) and
+--config.model.scan_layers=True (see luab_jax/models/vit.py).
 
 Small local mode, on the test fixture (a handful of photographs; seconds on a CPU):
 
@@ -43,6 +47,7 @@ import importlib.util
 import os
 
 from luab_jax import config_args
+from luab_jax.models import vit
 
 
 def _vit_s16_config_module():
@@ -59,8 +64,9 @@ def get_config(arg=None):
   config = _vit_s16_config_module().get_config(
       f"lam={args.lam},epochs={args.epochs},batch_size={args.batch_size},"
       f"runlocal={args.runlocal},variant=B/16")
-  # Every tensor larger than fsdp_min_size_mb is split over the "fsdp" axis (none while its
-  # size is 1); small ones (biases, norms) stay replicated.
-  config.sharding_rules = [(".*", "fsdp")]
+  # Attention and MLP kernels split over "model" (tensor parallel; nothing while its size is 1)
+  # and, like every tensor larger than fsdp_min_size_mb, over "fsdp" (nothing while its size is
+  # 1); small ones (biases, norms) stay replicated.
+  config.sharding_rules = [*vit.TENSOR_PARALLEL_RULES, (".*", "fsdp")]
   config.fsdp_min_size_mb = 4.0
   return config

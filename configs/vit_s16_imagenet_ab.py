@@ -94,7 +94,7 @@ def get_config(arg=None):
   config.optax = dict(lr=1e-3 * args.batch_size / 1024, lr_min_ratio=0.01, weight_decay=0.05,
                       grad_clip_norm=1.0, b1=0.9, b2=0.999)
 
-  config.mesh = [("data", -1), ("fsdp", 1)]
+  config.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]
   # ViT-S is small (22M parameters): replicating it is cheapest. See vit_b16 for FSDP.
   config.sharding_rules = [(".*", "replicate")]
 

@@ -49,6 +49,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from luab_jax import checkpointing
+from luab_jax import distributed
 from luab_jax import durations
 from luab_jax import eval_plots
 from luab_jax import eval_results
@@ -164,7 +165,7 @@ class _Setup:
 
 def _make_setup(config, eval_names, devices) -> _Setup:
   mesh = sharding_lib.make_mesh(config.mesh, devices)
-  spec = train_state_lib.model_spec(config)
+  spec = train_state_lib.model_spec(config, mesh)
   shardings = train_state_lib.param_shardings(spec.abstract_params, config, mesh)
   fns = evaluators.make_model_fns(spec.apply, mesh, shardings,
                                   num_points=config.model.get("num_points", 1),
@@ -377,6 +378,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir:
     raise app.UsageError("--workdir is required.")
+  distributed.initialize()  # Multi-host jobs: from LUAB_* variables, see distributed.py.
   datasets.hide_accelerators_from_tensorflow()
   result = run([w for w in f.workdir.split(",") if w], config=f.config,
                checkpoints=f.checkpoints, evals=f.evals.split(",") if f.evals else None,

@@ -1,7 +1,13 @@
 """Grain input pipelines: per-process shards of a random-access source -> global batches.
 
-Train: source -> this process's shard -> shuffle -> repeat -> seeded random crop/flip of image
-and points (one `random_map`) -> batch -> multiprocess prefetch. The iterator is a Grain
+Train: source -> global shuffle -> repeat -> seeded random crop/flip of image and points (one
+`random_map`, seeded per element index) -> per-process batches -> this process's share of them
+-> multiprocess prefetch. The global stream, cut into global batches of B = P * b examples, is
+the same whatever the number of processes P; process p takes rows [p*b, (p+1)*b) of every
+global batch, i.e. every P-th batch of b examples starting at the p-th. The datasets are lazy
+(Grain `MapDataset`), so a process reads and decodes only its own examples, and a run on P
+processes sees exactly the batches of a run on one (`sharding.check_batch_size` checks that
+process p's devices hold that block of the global batch). The iterator is a Grain
 `DatasetIterator`, whose few-KB state goes into every checkpoint so a resumed run continues at
 the exact next batch.
 
@@ -33,7 +39,6 @@ def make_train_dataset(source, input_config, *, per_process_batch_size: int, see
                        num_points: int = 1) -> grain.IterDataset:
   """The infinite training stream of per-process batches (numpy dicts)."""
   ds = grain.MapDataset.source(source)
-  ds = ds[jax.process_index()::jax.process_count()]
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds.random_map(
       transforms.TrainTransform(
@@ -44,6 +49,7 @@ def make_train_dataset(source, input_config, *, per_process_batch_size: int, see
           num_points=num_points),
       seed=seed + 1)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
+  ds = ds[jax.process_index()::jax.process_count()]
   ds = ds.to_iter_dataset(_read_options(input_config))
   return _maybe_prefetch(ds, input_config.num_workers)
 

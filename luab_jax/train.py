@@ -32,6 +32,7 @@ from clu import periodic_actions
 
 from luab_jax import checkpointing
 from luab_jax import config_schema
+from luab_jax import distributed
 from luab_jax import durations
 from luab_jax import input_pipeline
 from luab_jax import losses
@@ -190,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_iter = iter(train_data)
 
   # ------------------------------------------------------------------ Model and optimizer.
-  spec = train_state_lib.model_spec(config)
+  spec = train_state_lib.model_spec(config, mesh)
   tx, schedule = optim.make_optimizer(config.optax, total_steps, warmup_steps)
   abstract_state = train_state_lib.abstract_train_state(spec, tx)
   state_shardings = train_state_lib.train_state_shardings(abstract_state, config, mesh)
@@ -372,6 +373,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if flags.FLAGS.workdir is None:
     raise app.UsageError("--workdir is required.")
+  distributed.initialize()  # Multi-host jobs: from LUAB_* variables, see distributed.py.
   datasets.hide_accelerators_from_tensorflow()
   train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 

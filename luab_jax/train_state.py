@@ -23,15 +23,25 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
+  """The model's static structure, parameter shapes, constructor, and the mesh it runs on.
+
+  `apply` runs the model inside the mesh's abstract context, so that the model's activation
+  sharding constraints (logical axis names, see `models/vit.py`) resolve against it; without a
+  mesh the model runs unconstrained.
+  """
   graphdef: Any
   abstract_params: Any  # ShapeDtypeStructs.
   create: Callable[[int], nnx.Module]
+  mesh: jax.sharding.Mesh | None = None
 
   def apply(self, params, images):
-    return nnx.merge(self.graphdef, params)(images)
+    if self.mesh is None:
+      return nnx.merge(self.graphdef, params)(images)
+    with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+      return nnx.merge(self.graphdef, params)(images)
 
 
-def model_spec(config) -> ModelSpec:
+def model_spec(config, mesh: jax.sharding.Mesh | None = None) -> ModelSpec:
   try:
     module = importlib.import_module(f"luab_jax.models.{config.model_name}")
   except ModuleNotFoundError as e:
@@ -47,7 +57,7 @@ def model_spec(config) -> ModelSpec:
     return module.Model(num_classes=config.num_classes, **kwargs, rngs=nnx.Rngs(seed))
 
   graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: create(0)))
-  return ModelSpec(graphdef, abstract_params, create)
+  return ModelSpec(graphdef, abstract_params, create, mesh)
 
 
 def init_params(spec: ModelSpec, seed: int, shardings):

@@ -206,3 +206,96 @@ def test_softargmax_head_points_at_the_weighted_patch_centres(pool_type):
   model.point_head.kernel[...] = jnp.zeros((32, 2)).at[0, 0].set(1.0)
   np.testing.assert_allclose(model._softargmax_points(patches)[0, 0],  # pylint: disable=protected-access
                              [(grid - 0.5) / grid] * 2, atol=1e-4)
+
+
+# ------------------------------------------------------------------ Options for big models.
+
+
+def _stacked_like(scanned_state, unscanned_state):
+  """The scanned model's state filled with the unscanned model's per-block parameters."""
+  by_name = _by_name(unscanned_state)
+
+  def fill(path, leaf):
+    name = sharding.path_name(path)
+    if not name.startswith("encoder/blocks/"):
+      return by_name[name]
+    rest = name[len("encoder/blocks/"):]
+    return jnp.stack([by_name[f"encoder/blocks/{i}/{rest}"] for i in range(leaf.shape[0])])
+
+  return jax.tree_util.tree_map_with_path(fill, scanned_state)
+
+
+@pytest.mark.parametrize("options", [
+    dict(remat="full"), dict(remat="dots_saveable"), dict(scan_layers=True),
+    dict(scan_layers=True, remat="dots_with_no_batch_dims_saveable")])
+def test_big_model_options_compute_the_same_function(options):
+  kw = dict(head_zero_init=False, point_head="mlp", pool_type="tok", depth=3)
+  reference = _model(**kw)
+  graphdef, ref_state = nnx.split(reference)
+  other_graphdef, other_state = nnx.split(_model(**kw, **options))
+  if options.get("scan_layers"):
+    names = _by_name(other_state)
+    assert names["encoder/blocks/attn/query/kernel"].shape == (3, 32, 2, 16)
+    assert not any(name.startswith("encoder/blocks/0/") for name in names)
+    other_state = _stacked_like(other_state, ref_state)
+  else:
+    other_state = ref_state
+  images = _images()
+
+  def loss(graphdef, state):
+    out = nnx.merge(graphdef, state)(images)
+    return out["logits"].sum() + out["points"].sum(), out
+
+  (ref_loss, ref_out), ref_grads = jax.jit(
+      jax.value_and_grad(lambda s: loss(graphdef, s), has_aux=True))(ref_state)
+  (got_loss, got_out), got_grads = jax.jit(
+      jax.value_and_grad(lambda s: loss(other_graphdef, s), has_aux=True))(other_state)
+  # Same math in another order (scan) or recomputed (remat): float32 round-off only.
+  for key in ("logits", "points", "pre_logits"):
+    np.testing.assert_allclose(got_out[key], ref_out[key], rtol=1e-5, atol=1e-5, err_msg=key)
+  if options.get("scan_layers"):
+    ref_grads = _stacked_like(got_grads, ref_grads)
+  got, want = _by_name(got_grads), _by_name(ref_grads)
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_unknown_big_model_options_raise():
+  with pytest.raises(ValueError, match="remat='sometimes'.*dots_saveable"):
+    _model(remat="sometimes")
+  with pytest.raises(ValueError, match="remat='save_only_these_names'"):
+    _model(remat="save_only_these_names")
+  with pytest.raises(ValueError, match="attention='flash'.*cudnn"):
+    _model(attention="flash")
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU.")
+def test_cudnn_attention_matches_xla_on_gpu():
+  kw = dict(head_zero_init=False, dtype=jnp.bfloat16)
+  reference = _model(**kw)
+  fused = _model(**kw, attention="cudnn")
+  got = jax.jit(lambda m: m(_images()))(fused)["logits"]
+  want = jax.jit(lambda m: m(_images()))(reference)["logits"]
+  np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05)  # bfloat16 compute.
+
+
+def test_activation_constraints_follow_the_mesh_and_keep_the_function():
+  model = _model(head_zero_init=False)
+  graphdef, state = nnx.split(model)
+  images = _images(batch=8)
+  want = model(images)["logits"]
+  mesh = sharding.make_mesh([("data", 2), ("fsdp", 2), ("model", 2)])
+
+  def apply(state, images):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return nnx.merge(graphdef, state)(images)["logits"]
+
+  lowered = jax.jit(apply).lower(state, images).as_text()
+  # The logical names became mesh axes: the batch over data+fsdp, heads / MLP units over model.
+  assert '[{"data", "fsdp"}, {}, {"model"}, {}]> : tensor<8x4x2x16' in lowered  # q, k, v, out.
+  assert '[{"data", "fsdp"}, {}, {"model"}]> : tensor<8x4x64' in lowered  # MLP hidden units.
+  assert '[{"data", "fsdp"}, {}, {}]> : tensor<8x4x32' in lowered  # The residual stream.
+  np.testing.assert_allclose(jax.jit(apply)(state, images), want, rtol=1e-5, atol=1e-6)
+  # Without a mesh the constraint is the identity.
+  x = jnp.ones((4, 3, 8))
+  assert vit.constrain(x, ("batch", "length", "embed")) is x

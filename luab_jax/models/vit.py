@@ -52,6 +52,32 @@ P = patch size, N = number of tokens, F = point-head input width:
   point_head/{kernel,bias}              [D, num_points]       point_head="softargmax"
 
 The point head's 2 * num_points outputs are laid out (x0, y0, x1, y1, ...).
+
+With `scan_layers=True` the blocks are one module whose parameters are stacked along a leading
+layer axis: `encoder/blocks/{i}/X [shape]` becomes `encoder/blocks/X [depth, shape]` (e.g.
+`encoder/blocks/attn/query/kernel [depth, D, H, K]`). `TENSOR_PARALLEL_RULES` count dimensions
+from the end, so they match both layouts; checkpoints of one layout do not restore into the
+other.
+
+Options for big models (config.model keys):
+  scan_layers  False: a Python loop over the blocks (one compiled copy per block, readable
+               per-layer paths). True: `nnx.scan` over stacked blocks: compile time and program
+               size independent of depth, the usual choice for ViT-L and deeper.
+  remat        "none"; "full" (recompute each block in the backward pass, keep only its input);
+               or the name of a `jax.checkpoint_policies` policy, e.g. "dots_saveable" (keep
+               matmul outputs, recompute the cheap elementwise ops) or
+               "dots_with_no_batch_dims_saveable". Per block; less activation memory for more
+               FLOPs.
+  attention    "xla": `jax.nn.dot_product_attention(implementation="xla")`, the plain
+               computation (logits and softmax in float32), on every backend. "cudnn": the same
+               call with implementation="cudnn", cuDNN's fused (flash) attention kernel; GPU
+               only, and JAX raises where the kernel does not apply (CPU, TPU, float32 on some
+               GPUs) rather than falling back.
+
+Activation sharding: inside a mesh context (`jax.sharding.use_abstract_mesh`, which the
+trainer's `ModelSpec.apply` sets) the activations are constrained by logical axis names
+through `ACTIVATION_AXES`: the batch over ("data", "fsdp"), attention heads and the MLP hidden
+units over "model", everything else replicated. Outside a mesh the model is unconstrained.
 """
 
 import math
@@ -71,6 +97,26 @@ VARIANTS = {
 POOL_TYPES = ("gap", "tok")
 POINT_HEADS = ("linear", "mlp", "softargmax")
 POINT_FEATURES = ("pooled", "gap", "cls", "cls+gap")
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+
+# Logical activation axis -> mesh axes (`luab_jax.sharding.AXES`); None = replicated.
+ACTIVATION_AXES = {"batch": ("data", "fsdp"), "length": None, "embed": None,
+                   "heads": "model", "head_dim": None, "mlp": "model"}
+
+# Tensor parallelism (Megatron style) for the encoder blocks, for `config.sharding_rules`
+# before a catch-all rule: query/key/value are split on their heads and `out` on its heads
+# (the attention of each head stays on one device), fc1 on its outputs and fc2 on its inputs
+# (the hidden units stay local); one all-reduce per attention and per MLP. Dimensions count
+# from the end, so stacked (scan_layers) parameters match too. The point head's `fc1`/`fc2`
+# are not under `mlp/` and fall through to the next rule.
+TENSOR_PARALLEL_RULES = [
+    (r"attn/(query|key|value)/kernel$", "tp:-2"),  # [D, H, K]
+    (r"attn/(query|key|value)/bias$", "tp:-2"),    # [H, K]
+    (r"attn/out/kernel$", "tp:-3"),                # [H, K, D]
+    (r"mlp/fc1/kernel$", "tp:-1"),                 # [D, M]
+    (r"mlp/fc1/bias$", "tp:-1"),                   # [M]
+    (r"mlp/fc2/kernel$", "tp:-2"),                 # [M, D]
+]
 
 _xavier = nnx.initializers.xavier_uniform()
 # Tiny non-zero MLP biases as in the ViT reference code: harmless, and they keep the biases
@@ -97,13 +143,54 @@ def count_params(tree) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
 
-def _attention(query, key, value, *, dtype=None, **unused_flax_kwargs):
-  # nnx.MultiHeadAttention calls this with flax's dropout/mask arguments, none of which the ViT
-  # uses. jax.nn.dot_product_attention computes the logits and the softmax in float32 also for
-  # bfloat16 inputs, and can be swapped for a fused kernel on GPU.
-  del unused_flax_kwargs
-  out = jax.nn.dot_product_attention(query, key, value)
-  return out.astype(dtype) if dtype is not None else out
+def constrain(x, logical_axes):
+  """Sharding constraint by logical axis names, inside a mesh context; identity outside one.
+
+  Mesh axes a logical name maps to but the mesh lacks are left out, so the same model runs on
+  any of the trainer's meshes and eagerly without one.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  spec = []
+  for name in logical_axes:
+    axes = ACTIVATION_AXES[name] if name is not None else None
+    axes = (axes,) if isinstance(axes, str) else (axes or ())
+    axes = tuple(axis for axis in axes if axis in mesh.axis_names)
+    spec.append(axes or None)
+  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(*spec))
+
+
+# jax.checkpoint_policies entries that build a policy from arguments instead of being one.
+_POLICY_FACTORIES = ("save_only_these_names", "save_any_names_but_these",
+                     "save_anything_except_these_names", "save_and_offload_only_these_names",
+                     "save_from_both_policies")
+
+
+def remat_policy(remat: str):
+  """The `jax.checkpoint` policy for a `remat` option; None for "full" (save nothing)."""
+  if remat == "full":
+    return None
+  policy = getattr(jax.checkpoint_policies, remat, None)
+  if remat.startswith("_") or not callable(policy) or remat in _POLICY_FACTORIES:
+    raise ValueError(f"remat={remat!r}; use 'none', 'full' or a policy of "
+                     f"jax.checkpoint_policies such as 'dots_saveable' or "
+                     f"'dots_with_no_batch_dims_saveable'.")
+  return policy
+
+
+def _attention_fn(implementation: str):
+  def attention(query, key, value, *, dtype=None, **unused_flax_kwargs):
+    # nnx.MultiHeadAttention calls this with flax's dropout/mask arguments, none of which the
+    # ViT uses. jax.nn.dot_product_attention computes the logits and the softmax in float32
+    # also for bfloat16 inputs.
+    del unused_flax_kwargs
+    query, key, value = (constrain(t, ("batch", "length", "heads", "head_dim"))
+                         for t in (query, key, value))
+    out = jax.nn.dot_product_attention(query, key, value, implementation=implementation)
+    out = constrain(out, ("batch", "length", "heads", "head_dim"))
+    return out.astype(dtype) if dtype is not None else out
+  return attention
 
 
 class Mlp(nnx.Module):
@@ -119,45 +206,72 @@ class Mlp(nnx.Module):
 
   def __call__(self, x):
     # Exact (erf) GELU as in the original ViT and timm, so that ported weights behave the same.
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+    hidden = jax.nn.gelu(self.fc1(x), approximate=False)
+    if hidden.ndim == 3:  # Tokens [B, N, M]; the point head's [B, M] stays unconstrained.
+      hidden = constrain(hidden, ("batch", "length", "mlp"))
+    return self.fc2(hidden)
 
 
 class EncoderBlock(nnx.Module):
   """Pre-LayerNorm transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
 
-  def __init__(self, width: int, mlp_dim: int, num_heads: int, *, dtype, param_dtype,
-               rngs: nnx.Rngs):
+  def __init__(self, width: int, mlp_dim: int, num_heads: int, *, attention: str, dtype,
+               param_dtype, rngs: nnx.Rngs):
     common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.ln1 = nnx.LayerNorm(width, **common)
     # Separate query/key/value/out projections: the layout of the flax and big_vision ViT
     # checkpoints, and each kernel can be sharded on its own.
     self.attn = nnx.MultiHeadAttention(
         num_heads=num_heads, in_features=width, qkv_features=width, out_features=width,
-        kernel_init=_xavier, attention_fn=_attention, decode=False, keep_rngs=False,
+        kernel_init=_xavier, attention_fn=_attention_fn(attention), decode=False, keep_rngs=False,
         **common)
     self.ln2 = nnx.LayerNorm(width, **common)
     self.mlp = Mlp(width, mlp_dim, width, **common)
 
   def __call__(self, x):
     x = x + self.attn(self.ln1(x))
-    return x + self.mlp(self.ln2(x))
+    x = x + self.mlp(self.ln2(x))
+    return constrain(x, ("batch", "length", "embed"))
+
+
+def _apply_block(block, x):
+  return block(x)
 
 
 class Encoder(nnx.Module):
-  """A plain stack of blocks (no scan: per-layer parameter paths stay readable) + final LN."""
+  """The blocks, as a Python loop over a list or a scan over stacked blocks, + final LN."""
 
-  def __init__(self, width: int, depth: int, mlp_dim: int, num_heads: int, *, dtype,
-               param_dtype, rngs: nnx.Rngs):
-    common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    # nnx.List, not a Python list: this flax version only treats modules inside NNX containers
-    # as part of the state.
-    self.blocks = nnx.List([EncoderBlock(width, mlp_dim, num_heads, **common)
-                            for _ in range(depth)])
-    self.norm = nnx.LayerNorm(width, **common)
+  def __init__(self, width: int, depth: int, mlp_dim: int, num_heads: int, *,
+               scan_layers: bool, remat: str, attention: str, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    common = dict(dtype=dtype, param_dtype=param_dtype)
+    block_args = (width, mlp_dim, num_heads)
+    self.scan_layers = scan_layers
+    self.remat = remat
+    if scan_layers:
+      # One block created `depth` times under vmap: its parameters gain a leading layer axis,
+      # and each layer draws its own initialisation keys.
+      @nnx.split_rngs(splits=depth)
+      @nnx.vmap(in_axes=0, out_axes=0)
+      def create(rngs):
+        return EncoderBlock(*block_args, attention=attention, **common, rngs=rngs)
+      self.blocks = create(rngs)
+    else:
+      # nnx.List, not a Python list: this flax version only treats modules inside NNX
+      # containers as part of the state.
+      self.blocks = nnx.List([EncoderBlock(*block_args, attention=attention, **common,
+                                           rngs=rngs) for _ in range(depth)])
+    self.norm = nnx.LayerNorm(width, **common, rngs=rngs)
 
   def __call__(self, x):
-    for block in self.blocks:
-      x = block(x)
+    apply = _apply_block
+    if self.remat != "none":
+      apply = nnx.remat(_apply_block, policy=remat_policy(self.remat))
+    if self.scan_layers:
+      x = nnx.scan(apply, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x)
+    else:
+      for block in self.blocks:
+        x = apply(block, x)
     return self.norm(x)
 
 
@@ -177,6 +291,7 @@ class ViT(nnx.Module):
     point_features: "pooled", "gap", "cls" or "cls+gap" ("cls*" need pool_type="tok").
     dtype: compute dtype (float32 or bfloat16); logits and points are returned in float32.
     param_dtype: dtype of the parameters.
+    scan_layers, remat, attention: options for big models, see the module docstring.
     head_zero_init: zero-initialise the output kernels of both heads (big_vision's
       head_zero_init), so that the untrained heads do not push random gradients into the
       backbone. The point bias starts at 0.5 either way: the image centre, the best constant
@@ -189,7 +304,8 @@ class ViT(nnx.Module):
                num_heads: int | None = None, image_size: int, pool_type: str = "gap",
                num_points: int = 1, point_head: str = "linear",
                point_features: str = "pooled", dtype=jnp.float32, param_dtype=jnp.float32,
-               head_zero_init: bool = True, rngs: nnx.Rngs):
+               head_zero_init: bool = True, scan_layers: bool = False, remat: str = "none",
+               attention: str = "xla", rngs: nnx.Rngs):
     size = parse_variant(variant)
     overrides = dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads)
     size.update({k: v for k, v in overrides.items() if v is not None})
@@ -209,6 +325,10 @@ class ViT(nnx.Module):
     if point_features.startswith("cls") and pool_type != "tok":
       raise ValueError(f"point_features={point_features!r} reads the CLS token, which only "
                        f"exists with pool_type='tok' (got pool_type={pool_type!r}).")
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"attention={attention!r}; use one of {ATTENTION_IMPLEMENTATIONS}.")
+    if remat != "none":
+      remat_policy(remat)  # Fails now, not at the first call, on an unknown policy.
     if num_classes < 1 or num_points < 1:
       raise ValueError(f"num_classes={num_classes} and num_points={num_points} must be >= 1.")
 
@@ -230,7 +350,8 @@ class ViT(nnx.Module):
       num_tokens += 1
     self.pos_embedding = nnx.Param(nnx.initializers.normal(stddev=0.02)(
         rngs.params(), (1, num_tokens, width), param_dtype))
-    self.encoder = Encoder(width, size["depth"], size["mlp_dim"], size["num_heads"], **common)
+    self.encoder = Encoder(width, size["depth"], size["mlp_dim"], size["num_heads"],
+                           scan_layers=scan_layers, remat=remat, attention=attention, **common)
 
     out_init = nnx.initializers.zeros if head_zero_init else nnx.initializers.lecun_normal()
     self.head = nnx.Linear(width, num_classes, kernel_init=out_init, **common)
@@ -258,7 +379,8 @@ class ViT(nnx.Module):
     if self.pool_type == "tok":
       cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (batch, 1, self.width))
       x = jnp.concatenate([cls, x], axis=1)
-    x = self.encoder(x + self.pos_embedding[...].astype(x.dtype))
+    x = constrain(x + self.pos_embedding[...].astype(x.dtype), ("batch", "length", "embed"))
+    x = self.encoder(x)
 
     if self.pool_type == "tok":
       cls, patches = x[:, 0], x[:, 1:]
