@@ -61,12 +61,18 @@ def one_device_losses(tiny_data_dir, tmp_path_factory):
   return _losses(workdir)
 
 
+# 2x2x2 (every axis at once) and 1x8x1 (all-FSDP) run by default; the others with -m slow, to
+# keep the default run under ten minutes on two cores.
+_SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("mesh", [
-    [("data", 8), ("fsdp", 1), ("model", 1)],
-    [("data", 2), ("fsdp", 4), ("model", 1)],
+    pytest.param([("data", 8), ("fsdp", 1), ("model", 1)], marks=_SLOW),
+    pytest.param([("data", 2), ("fsdp", 4), ("model", 1)], marks=_SLOW),
     [("data", 2), ("fsdp", 2), ("model", 2)],
     [("data", 1), ("fsdp", 8), ("model", 1)],
-    [("data", 4), ("fsdp", 2)],  # A two-axis config of before the "model" axis.
+    # A two-axis config of before the "model" axis.
+    pytest.param([("data", 4), ("fsdp", 2)], marks=_SLOW),
 ], ids=lambda mesh: "x".join(str(size) for _, size in mesh))
 def test_eight_device_mesh_matches_one_device(tiny_data_dir, tmp_path, mesh, one_device_losses):
   many = _config(tiny_data_dir, **_MESH_RUN)
@@ -79,6 +85,8 @@ def test_eight_device_mesh_matches_one_device(tiny_data_dir, tmp_path, mesh, one
   np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=2e-5)
 
 
+# Slow: test_vit.py already checks that each option computes the same function.
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [dict(remat="dots_saveable"),
                                    dict(scan_layers=True, remat="full")],
                          ids=lambda model: ",".join(f"{k}={v}" for k, v in model.items()))
