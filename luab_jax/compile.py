@@ -118,7 +118,12 @@ def topology_devices(topology: str):
   # Without these libtpu looks for a TPU VM's metadata and warns that it found none.
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", _accelerator_type(topology))
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-  return topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+  kwargs = {}
+  if chip(topology) in ("v4", "v5p"):
+    # Two TensorCores per chip, used as one device ("megacore"), as jax.make_mesh requires and
+    # as JAX runs on these chips; without it libtpu describes v4 as one device per core.
+    kwargs["chip_config_name"] = "megacore"
+  return topologies.get_topology_desc(platform="tpu", topology_name=topology, **kwargs).devices
 
 
 def abstract_batch(config, sharding):
