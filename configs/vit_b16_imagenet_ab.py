@@ -47,14 +47,14 @@ libtpu 0.0.42.1; this config as is: global batch 1024, bfloat16 compute, float32
 and AdamW moments, mesh data=all, remat none):
 
   JAX_PLATFORMS=cpu python -m luab_jax.compile --config configs/vit_b16_imagenet_ab.py \
-      --topology v5e:8x8
+      --topology v5e:8x8    (and v5p:4x4x4; v5p-128 = 64 chips of 2 TensorCores)
 
   | topology           | chips | memory per chip (args / temps / total) | HBM    | fits | FLOPs per step (compiled / analytic) |
   |--------------------|-------|----------------------------------------|--------|------|--------------------------------------|
   | v5e:8x8 (v5e-64)   | 64    | 0.98 / 1.38 / 2.51 GiB                 | 16 GiB | yes  | 1.084e14 / 1.073e14                  |
+  | v5p:4x4x4 (v5p-128)| 64    | 0.98 / 1.62 / 2.75 GiB                 | 95 GiB | yes  | 1.084e14 / 1.073e14                  |
 
-v4-32 (v4:2x2x4), v5e-256 (v5e:16x16) and v5p-128 (v5p:4x4x4), remat and ViT-L/16: not yet
-compiled (each compile takes ~5 min on a 2-core CPU). With 16 examples per chip at v5e-64 the
+v4-32 (v4:2x2x4), v5e-256 (v5e:16x16), remat and ViT-L/16: not yet compiled (each compile takes ~5 min on a 2-core CPU). With 16 examples per chip at v5e-64 the
 step needs 2.5 GiB of 16, so the smaller per-chip batches of larger slices fit a fortiori; the
 per-chip batch of v4-32 (64 images) is 4x that of v5e-64 (temporaries grow about linearly).
 """
