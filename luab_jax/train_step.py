@@ -36,10 +36,6 @@ from jax.sharding import PartitionSpec as P
 from luab_jax import losses
 from luab_jax import sharding as sharding_lib
 
-# Per-example batch entries that the counters read from the whole batch (never split).
-_COUNTER_KEYS = ("weight", "bad_points", "point_weight")
-
-
 def _classification_loss(config, logits, batch):
   """Per-example loss; multi-label batches carry `labels` (multi-hot), others `label`."""
   if config.loss.classification == "softmax":
