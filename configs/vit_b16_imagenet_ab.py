@@ -41,6 +41,24 @@ Expected runtime: not measured. Compute: ViT-B/16 at 224 px is about 105 GFLOP p
 training step (3 x 35 GFLOP forward, a multiply-add counted as 2), so 300 epochs are 4.0e19
 FLOP: about 5.7 h on a v4-32 slice (16 chips, 275 TFLOP/s bf16 each) at 45% model FLOPs
 utilisation, with the input pipeline feeding ~19k images/s.
+
+What fits (ahead-of-time compilation of the real train step, no TPU; 2026-11-25, jax 0.10.2,
+libtpu 0.0.42.1; this config as is: global batch 1024, bfloat16 compute, float32 parameters
+and AdamW moments, mesh data=all, remat none):
+
+  JAX_PLATFORMS=cpu python -m luab_jax.compile --config configs/vit_b16_imagenet_ab.py \
+      --topology v5e:8x8    (and v4:2x2x4, v5p:4x4x4; v5p-128 = 64 chips of 2 cores)
+
+  | topology           | chips | memory per chip (args / temps / total) | HBM    | fits | FLOPs per step (compiled / analytic) |
+  |--------------------|-------|----------------------------------------|--------|------|--------------------------------------|
+  | v4:2x2x4 (v4-32)   | 16    | 1.01 / 6.21 / 7.39 GiB                 | 32 GiB | yes  | 1.083e14 / 1.073e14                  |
+  | v5e:8x8 (v5e-64)   | 64    | 0.98 / 1.38 / 2.51 GiB                 | 16 GiB | yes  | 1.084e14 / 1.073e14                  |
+  | v5p:4x4x4 (v5p-128)| 64    | 0.98 / 1.62 / 2.75 GiB                 | 95 GiB | yes  | 1.084e14 / 1.073e14                  |
+
+v5e-256 (v5e:16x16), remat and ViT-L/16: not yet compiled (each compile takes ~5 min on a
+2-core CPU). Temporaries (activations) grow with the batch per chip: 64 images on v4-32 need
+6.2 GiB, 16 on v5e-64 1.4 GiB; v5e-256 (4 per chip) has less to hold than v5e-64. Compiled
+FLOPs are within 1% of the analytic count (norms, softmax, optimizer are the difference).
 """
 
 import importlib.util

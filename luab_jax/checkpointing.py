@@ -233,12 +233,14 @@ def available_steps(workdir: str, *, kind: str = "checkpoints") -> list[int]:
 
 
 def restore_params(workdir: str, step: int | None, abstract_params, *,
-                   kind: str = "checkpoints"):
+                   kind: str = "checkpoints", key: str = "params"):
   """Restores only the model parameters (no optimizer state, no data iterator).
 
   For evaluation: the optimizer moments, twice the size of the model, are never read. Returns
   (params, step); `step=None` means the latest checkpoint. `kind="checkpoints_best"` reads the
   best checkpoint (`create_best_manager`), which holds the parameters of its step.
+  `key="ema_params"` reads the EMA of the weights from a run with `config.ema_decay` (its best
+  checkpoints already hold the EMA, under "params").
   """
   if kind not in ("checkpoints", "checkpoints_best"):
     raise ValueError(f"kind={kind!r}; use 'checkpoints' or 'checkpoints_best'.")
@@ -258,10 +260,10 @@ def restore_params(workdir: str, step: int | None, abstract_params, *,
       restored = manager.restore(step, args=ocp.args.Composite(
           **{PARAMS: ocp.args.StandardRestore(abstract_params)}))
       return restored[PARAMS], step
-    target = {"params": abstract_params}
+    target = {key: abstract_params}
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)}))
-    return restored[STATE]["params"], step
+    return restored[STATE][key], step
   finally:
     manager.close()

@@ -32,6 +32,7 @@ TOP_LEVEL = frozenset({
     "mesh", "sharding_rules", "fsdp_min_size_mb",
     "evals", "best_metric", "best_mode",
     "nan_policy", "data_iter_on_process_change",
+    "grad_accum_steps", "ema_decay",
 })
 
 NESTED = {
@@ -48,6 +49,8 @@ INCOMPATIBLE = (
     "input.image_size", "input.crop_scale", "input.crop_ratio", "input.flip",
     "input.num_workers",  # The Grain iterator state is per worker count.
     "loss", "optax.weight_decay", "optax.grad_clip_norm", "optax.b1", "optax.b2",
+    # Switching the EMA on or off changes the checkpointed state's structure.
+    "ema_decay",
 )
 
 

@@ -218,8 +218,11 @@ def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
   """Evaluates `names` on checkpoint `step`; False if the checkpoint vanished before restore."""
   started = time.time()
   try:
+    # A run with an EMA of the weights is evaluated on the EMA, as its trainer did.
+    ema = run.kind == "checkpoints" and run.config.get("ema_decay") is not None
     params, _ = checkpointing.restore_params(run.workdir, step, run.setup.abstract_params,
-                                             kind=run.kind)
+                                             kind=run.kind,
+                                             key="ema_params" if ema else "params")
   except Exception:  # pylint: disable=broad-except
     # The trainer's retention (keep_ckpts) may delete a checkpoint between listing and
     # restoring it; that, and only that, is skipped.

@@ -30,7 +30,7 @@ def sigmoid_xent(logits, multi_hot):
 
 def masked_point_loss(predicted, targets, weights, *, kind: str = "smooth_l1",
                       normalize: str = "valid", smooth_l1_beta: float = 0.1,
-                      example_weight=None):
+                      example_weight=None, denominator=None):
   """Masked regression loss between predicted and target points.
 
   Args:
@@ -42,6 +42,9 @@ def masked_point_loss(predicted, targets, weights, *, kind: str = "smooth_l1",
       points, so images without clicks dilute the loss (closer to a plain mean over the batch).
     example_weight: optional [B] 0/1; a weight-0 example (an undecodable image kept for static
       shapes) has no usable point and is not counted in the "batch" denominator either.
+    denominator: optional float32 scalar replacing the one `normalize` computes from this
+      batch. Gradient accumulation passes the whole batch's count to each micro-batch, so that
+      the micro-batch losses sum to the whole batch's loss (see `point_denominator`).
 
   Per point, the loss is the mean over the two coordinates. Returns a float32 scalar; 0 when
   no point in the batch is usable.
@@ -65,11 +68,16 @@ def masked_point_loss(predicted, targets, weights, *, kind: str = "smooth_l1",
   if example_weight is not None:
     weights = weights * example_weight.astype(jnp.float32)[:, None]
   total = jnp.sum(per_coord.mean(-1) * weights)
-  if normalize == "valid":
-    denominator = jnp.maximum(jnp.sum(weights), 1.0)
-  elif example_weight is None:
-    denominator = jnp.float32(weights.size)
-  else:
-    num_examples = jnp.maximum(jnp.sum(example_weight.astype(jnp.float32)), 1.0)
-    denominator = num_examples * weights.shape[-1]
+  if denominator is None:
+    denominator = point_denominator(weights, normalize=normalize, example_weight=example_weight)
   return total / denominator
+
+
+def point_denominator(weights, *, normalize: str, example_weight=None):
+  """The count `masked_point_loss` divides by (`weights` already times `example_weight`)."""
+  if normalize == "valid":
+    return jnp.maximum(jnp.sum(weights), 1.0)
+  if example_weight is None:
+    return jnp.float32(weights.size)
+  num_examples = jnp.maximum(jnp.sum(example_weight.astype(jnp.float32)), 1.0)
+  return num_examples * weights.shape[-1]

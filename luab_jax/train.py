@@ -12,6 +12,11 @@ step boundary and exit with status 128 + signal (preemption.py). Non-finite loss
 stop the run naming the step (`config.nan_policy = "stop"`, the default) or skip that step's
 update (`"skip"`, counted as `nan_skipped_steps`); a checkpoint is written only after the steps
 since the last check were found finite.
+
+The train step itself (loss, gradient accumulation over `config.grad_accum_steps`
+micro-batches, update, EMA of the weights with `config.ema_decay`) is in train_step.py. With an
+EMA, the evaluators, the best checkpoint (`checkpoints_best/`) and `final_eval.json` use the
+EMA parameters; `checkpoints/` holds both.
 """
 
 import json
@@ -23,11 +28,9 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
-import optax
 from clu import periodic_actions
 
 from luab_jax import checkpointing
@@ -41,6 +44,7 @@ from luab_jax import optim
 from luab_jax import preemption
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
+from luab_jax import train_step as train_step_lib
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
 
@@ -52,6 +56,7 @@ _SUMMED_METRICS = ("data/skipped_images", "data/bad_points", "nan_skipped_steps"
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks that need no devices and no data; fails before anything is compiled."""
   config_schema.check_known_keys(config)
+  train_step_lib.check_config(config)
   evaluators.check_config_keys(config.evals)
   if config.get("nan_policy", "stop") not in NAN_POLICIES:
     raise ValueError(f"config.nan_policy={config.nan_policy!r}; use one of {NAN_POLICIES}.")
@@ -112,43 +117,6 @@ def _aggregate(pending: list[dict]) -> dict:
   return out
 
 
-def _classification_loss(config, logits, batch):
-  """Per-example loss; multi-label batches carry `labels` (multi-hot), others `label`."""
-  if config.loss.classification == "softmax":
-    if "label" not in batch:
-      raise ValueError("config.loss.classification='softmax' needs single-label data, but the "
-                       "batches carry multi-hot `labels`: use 'sigmoid'.")
-    return losses.softmax_xent(logits, batch["label"], label_smoothing=config.loss.label_smoothing)
-  multi_hot = batch["labels"] if "labels" in batch else jax.nn.one_hot(batch["label"],
-                                                                       logits.shape[-1])
-  return losses.sigmoid_xent(logits, multi_hot)
-
-
-def weighted_losses(config, out, batch) -> dict:
-  """Classification and point losses of a train batch, and its accuracy, as batch means.
-
-  Undecodable images come as weight-0 examples (pp/transforms.py): they are left out of every
-  mean, so a batch with skipped examples trains exactly like the batch without them. This holds
-  for both classification losses (softmax and sigmoid are per-example sums before weighting)
-  and for the point loss (the example weight multiplies every point weight).
-  """
-  weight = batch["weight"]
-  num_used = jnp.maximum(weight.sum(), 1.0)
-  cls_loss = (_classification_loss(config, out["logits"], batch) * weight).sum() / num_used
-  point_loss = losses.masked_point_loss(
-      out["points"], batch["points"], batch["point_weight"], example_weight=weight,
-      kind=config.loss.point_loss, normalize=config.loss.point_normalize)
-  aux = {"classification_loss": cls_loss, "point_loss": point_loss}
-  if "label" in batch:
-    correct = jnp.argmax(out["logits"], -1) == batch["label"]
-    aux["accuracy"] = (correct * weight).sum() / num_used
-  else:  # Multi-label: is the top-scored class one of the (crop's) positives?
-    top = jnp.argmax(out["logits"], -1)
-    hit = jnp.take_along_axis(batch["labels"], top[:, None], -1)[:, 0]
-    aux["precision_at_1"] = (hit * weight).sum() / num_used
-  return aux
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at_step: int | None = None, devices=None) -> dict:
   """Runs (or resumes) training; returns the last evaluation metrics.
@@ -167,6 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ Mesh.
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   per_process_batch = sharding_lib.check_batch_size(config.batch_size, mesh)
+  train_step_lib.check_config(
+      config, config.batch_size // math.prod(mesh.shape[a] for a in sharding_lib.batch_axes(mesh)))
   batch_sharding = sharding_lib.batch_sharding(mesh)
   logging.info("Mesh %s over %d devices (%d processes), per-process batch %d.",
                dict(mesh.shape), mesh.size, jax.process_count(), per_process_batch)
@@ -193,7 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ Model and optimizer.
   spec = train_state_lib.model_spec(config, mesh)
   tx, schedule = optim.make_optimizer(config.optax, total_steps, warmup_steps)
-  abstract_state = train_state_lib.abstract_train_state(spec, tx)
+  use_ema = config.get("ema_decay") is not None
+  abstract_state = train_state_lib.abstract_train_state(spec, tx, ema=use_ema)
   state_shardings = train_state_lib.train_state_shardings(abstract_state, config, mesh)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
   logging.info("Model %s %s: %.2fM parameters.", config.model_name, config.model.get("variant"),
@@ -221,33 +192,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                                      config.get("best_mode", "max"))
 
   # ------------------------------------------------------------------ Train step.
-  lam = float(config.loss.point_lambda)
-
-  def train_step(state, batch):
-    def loss_fn(params):
-      aux = weighted_losses(config, spec.apply(params, batch["image"]), batch)
-      return aux["classification_loss"] + lam * aux["point_loss"], aux
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    grad_norm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    if nan_policy == "skip":  # Keep the old parameters and moments; the step still counts.
-      keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-      params = keep(params, state["params"])
-      opt_state = keep(opt_state, state["opt_state"])
-    metrics = {"loss": loss, **aux, "grad_norm": grad_norm,
-               "learning_rate": schedule(state["step"]),
-               "points_per_image": batch["point_weight"].sum(-1).mean(),
-               "data/skipped_images": batch["weight"].shape[0] - batch["weight"].sum(),
-               "data/bad_points": batch["bad_points"].sum(),
-               "nan_skipped_steps": 1 - finite.astype(jnp.int32)}
-    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
-
-  train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
-                       out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
-                       donate_argnums=(0,))
+  train_step = train_step_lib.jit_train_step(
+      train_step_lib.make_train_step(config, spec, tx, schedule), state_shardings,
+      batch_sharding, mesh)
 
   # ------------------------------------------------------------------ Evaluators.
   fns = evaluators.make_model_fns(spec.apply, mesh, state_shardings["params"],
@@ -256,6 +203,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   evals = evaluators.from_config(config.evals, fns=fns, mesh=mesh,
                                  data_dir=config.data_dir, input_config=config.input)
   eval_every = {name: cfg.get("every_steps") for name, cfg in config.evals.items()}
+
+  def eval_params():
+    # With config.ema_decay the EMA is what gets evaluated, kept as best, and reported at the end.
+    return state["ema_params"] if use_ema else state["params"]
 
   def save_best(step, results):
     if best_manager is None or not results:
@@ -266,13 +217,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         raise ValueError(f"config.best_metric={metric!r} is not among the metrics of its "
                          f"evaluator: {sorted(results)}.")
       return  # Its evaluator did not run at this step.
-    checkpointing.save_best(best_manager, step, state["params"], metric, results[metric])
+    checkpointing.save_best(best_manager, step, eval_params(), metric, results[metric])
 
   def run_evals(step, names):
     results = {}
     for name in names:
       started = time.time()
-      metrics = evals[name].run(state["params"])
+      metrics = evals[name].run(eval_params())
       results.update({f"{name}/{key}": value for key, value in metrics.items()})
       logging.info("Evaluator %s at step %d took %.1fs.", name, step, time.time() - started)
     if results:

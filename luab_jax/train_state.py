@@ -65,13 +65,17 @@ def init_params(spec: ModelSpec, seed: int, shardings):
   return jax.jit(lambda: nnx.split(spec.create(seed))[1], out_shardings=shardings)()
 
 
-def abstract_train_state(spec: ModelSpec, tx):
+def abstract_train_state(spec: ModelSpec, tx, *, ema: bool = False):
+  """The state's shapes; `ema` adds `ema_params` (config.ema_decay, see train_step.py)."""
   params = spec.abstract_params
-  return {
+  state = {
       "params": params,
       "opt_state": jax.eval_shape(tx.init, params),
       "step": jax.ShapeDtypeStruct((), jnp.int32),
   }
+  if ema:
+    state["ema_params"] = params
+  return state
 
 
 def param_shardings(tree, config, mesh):
@@ -81,17 +85,25 @@ def param_shardings(tree, config, mesh):
 
 
 def train_state_shardings(abstract_state, config, mesh):
-  return {
+  shardings = {
       "params": param_shardings(abstract_state["params"], config, mesh),
       # Optimizer moments mirror the parameters' paths and shapes, so the same rules apply;
       # counters and other scalars fall through to replication (too small to shard).
       "opt_state": param_shardings(abstract_state["opt_state"], config, mesh),
       "step": sharding_lib.replicated(mesh),
   }
+  if "ema_params" in abstract_state:
+    shardings["ema_params"] = shardings["params"]
+  return shardings
 
 
 def init_train_state(spec: ModelSpec, tx, seed: int, shardings):
   params = init_params(spec, seed, shardings["params"])
   opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
   step = jax.device_put(jnp.int32(0), shardings["step"])
-  return {"params": params, "opt_state": opt_state, "step": step}
+  state = {"params": params, "opt_state": opt_state, "step": step}
+  if "ema_params" in shardings:
+    # A copy, not the same buffers: the train step donates the state.
+    state["ema_params"] = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
+                                  out_shardings=shardings["ema_params"])(params)
+  return state

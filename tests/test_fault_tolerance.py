@@ -24,6 +24,7 @@ from luab_jax import preemption
 from luab_jax import sharding as sharding_lib
 from luab_jax import train
 from luab_jax import train_state as train_state_lib
+from luab_jax import train_step
 from luab_jax.pp import transforms
 from tests.test_train import _config
 
@@ -276,9 +277,9 @@ def test_weight_zero_example_adds_nothing_to_any_loss(classification, normalize)
   batch["points"][1] = 50.0
   out["logits"][1] = 30.0 * np.eye(c)[1]
   kept = [0, 2, 3]
-  without = train.weighted_losses(config, {k: v[kept] for k, v in out.items()},
-                                  {k: v[kept] for k, v in batch.items()})
-  with_skipped = train.weighted_losses(config, out, batch)
+  without = train_step.weighted_losses(config, {k: v[kept] for k, v in out.items()},
+                                       {k: v[kept] for k, v in batch.items()})
+  with_skipped = train_step.weighted_losses(config, out, batch)
   assert without.keys() == with_skipped.keys()
   for key in without:
     np.testing.assert_allclose(with_skipped[key], without[key], rtol=1e-6, err_msg=key)

@@ -108,8 +108,12 @@ def test_big_model_options_train_like_the_default(tiny_data_dir, tmp_path, model
                                [one_device_losses[s] for s in range(1, 6)], rtol=2e-5)
 
 
-def test_resume_continues_with_identical_losses(tiny_data_dir, tmp_path):
-  config = _config(tiny_data_dir, total_steps=6, log_training_steps=1, ckpt_steps=100)
+# The EMA of the weights is checkpointed and restored; gradient accumulation changes nothing.
+@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9, "grad_accum_steps": 2}],
+                         ids=["plain", "ema_accum"])
+def test_resume_continues_with_identical_losses(tiny_data_dir, tmp_path, options):
+  config = _config(tiny_data_dir, total_steps=6, log_training_steps=1, ckpt_steps=100,
+                   **options)
   config.evals = {}
   train.train_and_evaluate(config, str(tmp_path / "straight"))
   train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at_step=3)
@@ -121,8 +125,11 @@ def test_resume_continues_with_identical_losses(tiny_data_dir, tmp_path):
   assert [resumed[s] for s in (4, 5, 6)] == [straight[s] for s in (4, 5, 6)]
 
 
-def test_evaluate_restores_on_another_mesh_and_matches_training(tiny_data_dir, tmp_path):
-  config = _config(tiny_data_dir, total_steps=3)
+# With an EMA, training evaluates the EMA and so must the batch evaluation of its checkpoint.
+@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.5}], ids=["plain", "ema"])
+def test_evaluate_restores_on_another_mesh_and_matches_training(tiny_data_dir, tmp_path,
+                                                                 options):
+  config = _config(tiny_data_dir, total_steps=3, **options)
   config.mesh = [("data", 4), ("fsdp", 2)]
   config.fsdp_min_size_mb = 0.0
   trained = train.train_and_evaluate(config, str(tmp_path))
