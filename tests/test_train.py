@@ -126,7 +126,8 @@ def test_resume_continues_with_identical_losses(tiny_data_dir, tmp_path, options
 
 
 # With an EMA, training evaluates the EMA and so must the batch evaluation of its checkpoint.
-@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.5}], ids=["plain", "ema"])
+@pytest.mark.parametrize("options", [{}, pytest.param({"ema_decay": 0.5}, marks=_SLOW)],
+                         ids=["plain", "ema"])
 def test_evaluate_restores_on_another_mesh_and_matches_training(tiny_data_dir, tmp_path,
                                                                  options):
   config = _config(tiny_data_dir, total_steps=3, **options)

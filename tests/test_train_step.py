@@ -47,8 +47,11 @@ def _one_step(config, mesh, batch):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-@pytest.mark.parametrize("normalize", ["valid", "batch"])
-@pytest.mark.parametrize("devices", [1, 8])
+# Two of the four cases by default (both normalisations, both device counts); all with -m slow.
+@pytest.mark.parametrize("normalize,devices", [
+    ("valid", 8), ("batch", 1),
+    pytest.param("valid", 1, marks=pytest.mark.slow),
+    pytest.param("batch", 8, marks=pytest.mark.slow)])
 def test_micro_batches_equal_the_big_batch(tiny_data_dir, normalize, devices):
   config = _config(tiny_data_dir)
   config.loss.point_normalize = normalize
