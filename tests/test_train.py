@@ -61,8 +61,8 @@ def one_device_losses(tiny_data_dir, tmp_path_factory):
   return _losses(workdir)
 
 
-# 2x2x2 (every axis at once) and 1x8x1 (all-FSDP) run by default; the others with -m slow, to
-# keep the default run under ten minutes on two cores.
+# 2x2x2 (every axis at once) runs by default; the others with -m slow, to keep the default run
+# near ten minutes on two cores.
 _SLOW = pytest.mark.slow
 
 
@@ -70,7 +70,7 @@ _SLOW = pytest.mark.slow
     pytest.param([("data", 8), ("fsdp", 1), ("model", 1)], marks=_SLOW),
     pytest.param([("data", 2), ("fsdp", 4), ("model", 1)], marks=_SLOW),
     [("data", 2), ("fsdp", 2), ("model", 2)],
-    [("data", 1), ("fsdp", 8), ("model", 1)],
+    pytest.param([("data", 1), ("fsdp", 8), ("model", 1)], marks=_SLOW),
     # A two-axis config of before the "model" axis.
     pytest.param([("data", 4), ("fsdp", 2)], marks=_SLOW),
 ], ids=lambda mesh: "x".join(str(size) for _, size in mesh))
@@ -109,7 +109,10 @@ def test_big_model_options_train_like_the_default(tiny_data_dir, tmp_path, model
 
 
 # The EMA of the weights is checkpointed and restored; gradient accumulation changes nothing.
-@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9, "grad_accum_steps": 2}],
+# The plain case runs with -m slow: the EMA + accumulation case checks the same bitwise resume
+# with more state, and the chaos test (slow) resumes the plain config many times.
+@pytest.mark.parametrize("options", [pytest.param({}, marks=_SLOW),
+                                     {"ema_decay": 0.9, "grad_accum_steps": 2}],
                          ids=["plain", "ema_accum"])
 def test_resume_continues_with_identical_losses(tiny_data_dir, tmp_path, options):
   config = _config(tiny_data_dir, total_steps=6, log_training_steps=1, ckpt_steps=100,
@@ -126,7 +129,9 @@ def test_resume_continues_with_identical_losses(tiny_data_dir, tmp_path, options
 
 
 # With an EMA, training evaluates the EMA and so must the batch evaluation of its checkpoint.
-@pytest.mark.parametrize("options", [{}, pytest.param({"ema_decay": 0.5}, marks=_SLOW)],
+# Slow: test_batch_eval.py and test_fault_tolerance.py restore onto other meshes by default.
+@pytest.mark.parametrize("options", [pytest.param({}, marks=_SLOW),
+                                     pytest.param({"ema_decay": 0.5}, marks=_SLOW)],
                          ids=["plain", "ema"])
 def test_evaluate_restores_on_another_mesh_and_matches_training(tiny_data_dir, tmp_path,
                                                                  options):

@@ -47,9 +47,9 @@ def _one_step(config, mesh, batch):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-# Two of the four cases by default (both normalisations, both device counts); all with -m slow.
+# One of the four cases by default; all with -m slow.
 @pytest.mark.parametrize("normalize,devices", [
-    ("valid", 8), ("batch", 1),
+    ("valid", 8), pytest.param("batch", 1, marks=pytest.mark.slow),
     pytest.param("valid", 1, marks=pytest.mark.slow),
     pytest.param("batch", 8, marks=pytest.mark.slow)])
 def test_micro_batches_equal_the_big_batch(tiny_data_dir, normalize, devices):
