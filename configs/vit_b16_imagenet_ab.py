@@ -55,9 +55,10 @@ and AdamW moments, mesh data=all, remat none):
   | v5e:8x8 (v5e-64)   | 64    | 0.98 / 1.38 / 2.51 GiB                 | 16 GiB | yes  | 1.084e14 / 1.073e14                  |
   | v5p:4x4x4 (v5p-128)| 64    | 0.98 / 1.62 / 2.75 GiB                 | 95 GiB | yes  | 1.084e14 / 1.073e14                  |
 
-v5e-256 (v5e:16x16), remat and ViT-L/16: not yet compiled (each compile takes ~5 min on a
-2-core CPU). Temporaries (activations) grow with the batch per chip: 64 images on v4-32 need
-6.2 GiB, 16 on v5e-64 1.4 GiB; v5e-256 (4 per chip) has less to hold than v5e-64. Compiled
+v5e-256 (v5e:16x16), remat and ViT-L/16: not yet compiled (a v5e:16x16 compile did not finish
+in 10 minutes on a 2-core CPU). Temporaries (activations) grow with the batch per chip: 64
+images on v4-32 need 6.2 GiB, 16 on v5e-64 1.4 GiB; v5e-256 holds 4 per chip, so it should
+need less than v5e-64, but that is an expectation, not a compiled figure. Compiled
 FLOPs are within 1% of the analytic count (norms, softmax, optimizer are the difference).
 """
 
