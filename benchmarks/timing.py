@@ -1,0 +1,91 @@
+"""Shared by every benchmark: the machine description, timed repetitions and the printout.
+
+Depends on the standard library only, so that the peer scripts (which run in `.venv-bench`,
+without JAX) print the same header and statistics as ours.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from importlib import metadata
+
+
+@dataclasses.dataclass
+class Stats:
+  """Seconds per repetition after warm-up."""
+  times: list[float]
+
+  @property
+  def median(self) -> float:
+    return statistics.median(self.times)
+
+  def rate(self, items: float) -> dict:
+    """items per second: median (from the median time), min and max over the repetitions."""
+    return {"median": items / self.median, "min": items / max(self.times),
+            "max": items / min(self.times)}
+
+
+def repeat(fn, *, warmup: int, repeats: int) -> Stats:
+  """Calls fn() warmup times untimed, then `repeats` times timed; fn must block until done."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return Stats(times)
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def versions(*packages: str) -> dict:
+  found = {"python": platform.python_version()}
+  for name in packages:
+    try:
+      found[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      pass
+  return found
+
+
+def command_line() -> str:
+  """How this process was started, as one would type it from the repository root."""
+  spec = getattr(sys.modules["__main__"], "__spec__", None)
+  head = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
+  return " ".join(shlex.quote(a) for a in [*head, *sys.argv[1:]])
+
+
+def machine(*packages: str, accelerator: str | None = None) -> dict:
+  """The header every benchmark prints: what ran, where, with which versions."""
+  return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+          "command": command_line(),
+          "cpu": cpu_model(), "cpu_cores": usable_cores(),
+          "accelerator": accelerator or "none", "versions": versions(*packages)}
+
+
+def emit(record: dict, out: str | None = None) -> None:
+  """Prints one JSON line (what the drivers parse) and appends it to `out` if given."""
+  line = json.dumps(record, sort_keys=True)
+  print(line, flush=True)
+  if out:
+    with open(out, "a") as f:
+      f.write(line + "\n")
