@@ -56,6 +56,7 @@ from luab_jax import eval_results
 from luab_jax import run_config
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
+from luab_jax import xla_flags
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
 
@@ -381,6 +382,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.workdir:
     raise app.UsageError("--workdir is required.")
+  xla_flags.set_defaults()  # Before JAX starts a backend.
   distributed.initialize()  # Multi-host jobs: from LUAB_* variables, see distributed.py.
   datasets.hide_accelerators_from_tensorflow()
   result = run([w for w in f.workdir.split(",") if w], config=f.config,

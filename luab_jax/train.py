@@ -45,6 +45,7 @@ from luab_jax import preemption
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
 from luab_jax import train_step as train_step_lib
+from luab_jax import xla_flags
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
 
@@ -324,6 +325,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if flags.FLAGS.workdir is None:
     raise app.UsageError("--workdir is required.")
+  xla_flags.set_defaults()  # Before JAX starts a backend.
   distributed.initialize()  # Multi-host jobs: from LUAB_* variables, see distributed.py.
   datasets.hide_accelerators_from_tensorflow()
   train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)

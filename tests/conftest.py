@@ -5,6 +5,9 @@ import os
 # Must happen before JAX initialises its backends.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
+# The trainer's own defaults (luab_jax/xla_flags.py), so that tests run what users run.
+from luab_jax import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+xla_flags.set_defaults()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

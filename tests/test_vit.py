@@ -292,10 +292,38 @@ def test_activation_constraints_follow_the_mesh_and_keep_the_function():
 
   lowered = jax.jit(apply).lower(state, images).as_text()
   # The logical names became mesh axes: the batch over data+fsdp, heads / MLP units over model.
-  assert '[{"data", "fsdp"}, {}, {"model"}, {}]> : tensor<8x4x2x16' in lowered  # q, k, v, out.
+  # q, k, v and the attention output, laid out [batch, heads, tokens, head_dim].
+  assert '[{"data", "fsdp"}, {"model"}, {}, {}]> : tensor<8x2x4x16' in lowered
   assert '[{"data", "fsdp"}, {}, {"model"}]> : tensor<8x4x64' in lowered  # MLP hidden units.
   assert '[{"data", "fsdp"}, {}, {}]> : tensor<8x4x32' in lowered  # The residual stream.
   np.testing.assert_allclose(jax.jit(apply)(state, images), want, rtol=1e-5, atol=1e-6)
   # Without a mesh the constraint is the identity.
   x = jnp.ones((4, 3, 8))
   assert vit.constrain(x, ("batch", "length", "embed")) is x
+
+
+def test_attention_is_flax_multi_head_attention_with_the_same_parameters():
+  """The written-out attention computes what nnx.MultiHeadAttention computes, from the same
+  parameter tree: checkpoints and sharding rules of the flax layout stay valid."""
+  width, heads = 32, 2
+  ours = vit.SelfAttention(width, heads, implementation="xla", dtype=jnp.float32,
+                           param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+  # Non-zero biases, so that a misplaced bias shows.
+  for name in ("query", "key", "value", "out"):
+    bias = getattr(ours, name).bias
+    bias[...] = jax.random.normal(jax.random.key(len(name)), bias.shape)
+  flax_attention = nnx.MultiHeadAttention(num_heads=heads, in_features=width, decode=False,
+                                          rngs=nnx.Rngs(1))
+  ours_state = nnx.state(ours, nnx.Param)
+  assert (jax.tree.map(jnp.shape, ours_state)
+          == jax.tree.map(jnp.shape, nnx.state(flax_attention, nnx.Param)))
+  nnx.update(flax_attention, ours_state)
+  x = jax.random.normal(jax.random.key(2), (3, 7, width))
+  np.testing.assert_allclose(ours(x), flax_attention(x), rtol=1e-5, atol=1e-5)
+
+
+def test_patch_embedding_is_the_strided_convolution():
+  model = _model(head_zero_init=False)
+  images = _images(batch=3)
+  want = model.embedding(images).reshape(3, -1, _TINY["width"])
+  np.testing.assert_allclose(model._embed_patches(images), want, rtol=1e-5, atol=1e-5)

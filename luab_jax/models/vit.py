@@ -179,18 +179,71 @@ def remat_policy(remat: str):
   return policy
 
 
-def _attention_fn(implementation: str):
-  def attention(query, key, value, *, dtype=None, **unused_flax_kwargs):
-    # nnx.MultiHeadAttention calls this with flax's dropout/mask arguments, none of which the
-    # ViT uses. jax.nn.dot_product_attention computes the logits and the softmax in float32
-    # also for bfloat16 inputs.
-    del unused_flax_kwargs
-    query, key, value = (constrain(t, ("batch", "length", "heads", "head_dim"))
-                         for t in (query, key, value))
-    out = jax.nn.dot_product_attention(query, key, value, implementation=implementation)
-    out = constrain(out, ("batch", "length", "heads", "head_dim"))
-    return out.astype(dtype) if dtype is not None else out
-  return attention
+def _tokenwise(linear: nnx.Linear, x):
+  """A Dense layer on [..., features] as one 2-D matmul.
+
+  XLA:CPU runs the backward pass of a 3-D [B, N, D] x [D, M] dot_general (the kernel gradient
+  contracts two dimensions) about 1.6x slower than the same maths on [B * N, D]; on GPU and TPU
+  the reshape is free.
+  """
+  lead = x.shape[:-1]
+  return linear(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention with the parameter layout of flax's MultiHeadAttention.
+
+  The projections keep flax's kernel shapes (query/key/value [D, H, K], out [H, K, D]), so
+  checkpoints, parameter paths and sharding rules are those of `nnx.MultiHeadAttention`; the
+  computation is written out because the layout matters for speed:
+
+  "xla": query, key and value are projected straight into [B, H, N, K] (heads before tokens),
+    the layout in which both attention matmuls are plain batched matmuls over (B, H); logits
+    and softmax in float32. On CPU this ran about 1.3x faster than jax.nn.dot_product_attention
+    on [B, N, H, K] inputs, which transposes inside each matmul (BENCHMARKS.md).
+  "cudnn": jax.nn.dot_product_attention(implementation="cudnn") on [B, N, H, K], cuDNN's fused
+    (flash) kernel; GPU only.
+  """
+
+  def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    head_dim = width // num_heads
+    common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.query, self.key, self.value = (
+        nnx.LinearGeneral(width, (num_heads, head_dim), kernel_init=_xavier,
+                          bias_init=nnx.initializers.zeros, **common) for _ in range(3))
+    self.out = nnx.LinearGeneral((num_heads, head_dim), width, axis=(-2, -1),
+                                 kernel_init=_xavier, bias_init=nnx.initializers.zeros,
+                                 **common)
+    self.num_heads, self.head_dim, self.width = num_heads, head_dim, width
+    self.implementation = implementation
+    self.dtype = dtype
+
+  def _project(self, linear: nnx.LinearGeneral, x, spec: str):
+    kernel = linear.kernel[...].astype(self.dtype)
+    bias = linear.bias[...].astype(self.dtype)
+    # einsum's "...hk" output layout is what XLA materialises: "bhnk" puts heads before tokens.
+    y = jnp.einsum(f"bnd,dhk->{spec}", x, kernel)
+    return y + (bias[:, None, :] if spec == "bhnk" else bias)
+
+  def __call__(self, x):
+    x = x.astype(self.dtype)
+    if self.implementation == "cudnn":
+      q, k, v = (constrain(self._project(p, x, "bnhk"), ("batch", "length", "heads", "head_dim"))
+                 for p in (self.query, self.key, self.value))
+      mixed = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+      mixed = constrain(mixed, ("batch", "length", "heads", "head_dim"))
+      out = jnp.einsum("bnhk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
+    else:
+      q, k, v = (constrain(self._project(p, x, "bhnk"), ("batch", "heads", "length", "head_dim"))
+                 for p in (self.query, self.key, self.value))
+      logits = jnp.einsum("bhqk,bhsk->bhqs", q * jnp.asarray(self.head_dim ** -0.5, q.dtype), k,
+                          preferred_element_type=jnp.float32)
+      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      mixed = jnp.einsum("bhqs,bhsk->bhqk", weights, v)
+      mixed = constrain(mixed, ("batch", "heads", "length", "head_dim"))
+      out = jnp.einsum("bhnk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
+    return out + self.out.bias[...].astype(self.dtype)
 
 
 class Mlp(nnx.Module):
@@ -206,10 +259,10 @@ class Mlp(nnx.Module):
 
   def __call__(self, x):
     # Exact (erf) GELU as in the original ViT and timm, so that ported weights behave the same.
-    hidden = jax.nn.gelu(self.fc1(x), approximate=False)
+    hidden = jax.nn.gelu(_tokenwise(self.fc1, x), approximate=False)
     if hidden.ndim == 3:  # Tokens [B, N, M]; the point head's [B, M] stays unconstrained.
       hidden = constrain(hidden, ("batch", "length", "mlp"))
-    return self.fc2(hidden)
+    return _tokenwise(self.fc2, hidden)
 
 
 class EncoderBlock(nnx.Module):
@@ -221,10 +274,7 @@ class EncoderBlock(nnx.Module):
     self.ln1 = nnx.LayerNorm(width, **common)
     # Separate query/key/value/out projections: the layout of the flax and big_vision ViT
     # checkpoints, and each kernel can be sharded on its own.
-    self.attn = nnx.MultiHeadAttention(
-        num_heads=num_heads, in_features=width, qkv_features=width, out_features=width,
-        kernel_init=_xavier, attention_fn=_attention_fn(attention), decode=False, keep_rngs=False,
-        **common)
+    self.attn = SelfAttention(width, num_heads, implementation=attention, **common)
     self.ln2 = nnx.LayerNorm(width, **common)
     self.mlp = Mlp(width, mlp_dim, width, **common)
 
@@ -373,9 +423,8 @@ class ViT(nnx.Module):
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
       raise ValueError(f"ViT expects images [B, {', '.join(map(str, expected))}]; got shape "
                        f"{tuple(images.shape)}.")
-    x = self.embedding(images.astype(self.dtype))  # [B, S/P, S/P, D]
+    x = self._embed_patches(images.astype(self.dtype))  # [B, N, D]
     batch = x.shape[0]
-    x = x.reshape(batch, -1, self.width)
     if self.pool_type == "tok":
       cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (batch, 1, self.width))
       x = jnp.concatenate([cls, x], axis=1)
@@ -401,6 +450,20 @@ class ViT(nnx.Module):
     return {"logits": logits,
             "points": points.reshape(batch, self.num_points, 2),
             "pre_logits": pooled}
+
+  def _embed_patches(self, images):
+    """The stride-P convolution of `embedding`, computed as one matmul over flattened patches.
+
+    Same parameters and result as `self.embedding(images)`; XLA:CPU's strided-convolution
+    gradient ran about 2x slower than the matmul (BENCHMARKS.md).
+    """
+    batch, size, p = images.shape[0], self.image_size, self.patch_size
+    grid = size // p
+    patches = images.reshape(batch, grid, p, grid, p, 3).transpose(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(batch * grid * grid, p * p * 3)  # Row-major tokens, (P, P, 3).
+    kernel = self.embedding.kernel[...].astype(self.dtype).reshape(p * p * 3, self.width)
+    x = patches @ kernel + self.embedding.bias[...].astype(self.dtype)
+    return x.reshape(batch, grid * grid, self.width)
 
   def _softargmax_points(self, patches):
     """[B, N, D] patch tokens -> [B, num_points, 2]: expected patch centre under a softmax."""
