@@ -34,8 +34,6 @@ _XML = """<annotation>
 \t\t<imageHeight>{h}</imageHeight>
 \t\t<imageID>{wnid}/{stem}</imageID>
 \t\t<imageWidth>{w}</imageWidth>
-\t\t<mouseTracking>None</mouseTracking>
-\t\t<hoveredRecord>None</hoveredRecord>
 \t\t<originalImageHeight>{h}</originalImageHeight>
 \t\t<originalImageWidth>{w}</originalImageWidth>
 \t\t<selected>True</selected>
