@@ -61,6 +61,9 @@ def get_config(arg=None):
       eval_num_workers=8,
       read_threads=8,
       prefetch_buffer=128,
+      # Bounds the batches the 16 workers keep ready: prefetch_buffer is lowered to fit
+      # (num_workers x (prefetch_buffer + 1) batches; input_pipeline.buffer_options).
+      ram_budget_mb=32768,
   )
 
   config.batch_size = args.batch_size

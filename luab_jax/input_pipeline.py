@@ -24,14 +24,53 @@ import numpy as np
 from luab_jax.pp import transforms
 
 
-def _read_options(config):
-  return grain.ReadOptions(num_threads=config.get("read_threads", 4),
-                           prefetch_buffer_size=config.get("prefetch_buffer", 64))
+# Batches each worker process keeps ready for the main process (Grain's default).
+_PER_WORKER_BUFFER = 1
+
+
+def batch_bytes(input_config, batch_size: int, num_points: int = 1) -> int:
+  """Bytes of one batch's arrays: the float32 image plus the small per-example fields."""
+  image = input_config.image_size ** 2 * 3 * 4
+  return batch_size * (image + num_points * 12 + 64)
+
+
+def buffer_options(input_config, *, num_workers: int, batch_size: int,
+                   num_points: int = 1) -> grain.ReadOptions:
+  """Grain read options, with the prefetch buffer bounded by `input.ram_budget_mb`.
+
+  The elements Grain buffers here are whole batches. Each of max(1, num_workers) processes
+  holds up to `prefetch_buffer` batches in its read buffer (built by `read_threads` threads)
+  plus one more (the batch handed to the main process, or being consumed), so
+
+      RAM ~ max(1, num_workers) * (prefetch_buffer + 1) * batch_bytes
+
+  (decode scratch, Python objects and the trainer's own copies not counted). With
+  `input.ram_budget_mb` set (None: unbounded), `prefetch_buffer` is lowered until that fits
+  (at 0 a process builds one batch at a time) and `read_threads` to the buffer; a budget that
+  cannot hold even one batch per process is an error naming the key.
+  """
+  threads = input_config.get("read_threads", 4)
+  prefetch = input_config.get("prefetch_buffer", 64)
+  budget_mb = input_config.get("ram_budget_mb", None)
+  if budget_mb is not None:
+    processes = max(1, num_workers)
+    batch_mb = batch_bytes(input_config, batch_size, num_points) / 2 ** 20
+    per_process = int(budget_mb // (batch_mb * processes))
+    if per_process < 1:
+      raise ValueError(
+          f"config.input.ram_budget_mb={budget_mb} cannot hold one batch per input process: "
+          f"{processes} process(es) x {batch_mb:.1f} MB per batch ({batch_size} images of "
+          f"{input_config.image_size} px, float32) needs at least {processes * batch_mb:.0f} MB. "
+          "Raise config.input.ram_budget_mb, or lower input.num_workers or the batch size.")
+    prefetch = min(prefetch, per_process - 1)
+    threads = max(1, min(threads, prefetch)) if prefetch > 0 else threads
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)
 
 
 def _maybe_prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   if num_workers > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=num_workers, per_worker_buffer_size=_PER_WORKER_BUFFER))
   return ds
 
 
@@ -50,7 +89,9 @@ def make_train_dataset(source, input_config, *, per_process_batch_size: int, see
       seed=seed + 1)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
   ds = ds[jax.process_index()::jax.process_count()]
-  ds = ds.to_iter_dataset(_read_options(input_config))
+  ds = ds.to_iter_dataset(buffer_options(input_config, num_workers=input_config.num_workers,
+                                         batch_size=per_process_batch_size,
+                                         num_points=num_points))
   return _maybe_prefetch(ds, input_config.num_workers)
 
 
@@ -65,7 +106,8 @@ def make_eval_dataset(source, transform: transforms.EvalTransform, input_config,
   """Padded evaluation batches for this process and the number of batches every process runs.
 
   `transform` (central crop, labels, points, boxes) is chosen by the evaluator; `input_config`
-  gives only the reading options (`read_threads`, `prefetch_buffer`, `eval_num_workers`).
+  gives only the reading options (`read_threads`, `prefetch_buffer`, `eval_num_workers`,
+  `ram_budget_mb`).
   """
   num_examples = len(source)
   if num_examples == 0:
@@ -80,5 +122,8 @@ def make_eval_dataset(source, transform: transforms.EvalTransform, input_config,
   ds = grain.MapDataset.range(num_batches * global_batch_size)
   ds = ds[jax.process_index()::jax.process_count()].map(load)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
-  ds = ds.to_iter_dataset(_read_options(input_config))
-  return _maybe_prefetch(ds, input_config.get("eval_num_workers", 0)), num_batches
+  num_workers = input_config.get("eval_num_workers", 0)
+  ds = ds.to_iter_dataset(buffer_options(input_config, num_workers=num_workers,
+                                         batch_size=per_process_batch_size,
+                                         num_points=transform.num_points))
+  return _maybe_prefetch(ds, num_workers), num_batches

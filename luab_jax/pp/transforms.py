@@ -19,7 +19,7 @@ Bad input during training never stops the job (a 1.3M-image dataset has a few br
   recompilation and no change to the data order of later batches) but adds nothing to the loss,
   the accuracy or the gradients; the train step sums the zeros into `data/skipped_images`;
 - CMYK, grayscale, palette and RGBA images and PNGs stored under a .JPEG name decode normally
-  and are converted to RGB (`image_ops.decode_rgb`); nothing is lost, nothing is counted;
+  and are converted to RGB (`image_ops.load_rgb`); nothing is lost, nothing is counted;
 - a NaN / infinite click or one outside [0, 1] is dropped (point weight 0) and counted in
   `data/bad_points`; the example still trains its classifier.
 These counts travel in the batch, not in globals, because the transforms run in Grain worker
@@ -101,6 +101,9 @@ class TrainTransform(grain.transforms.RandomMap):
 
   Seeded by Grain's `random_map(seed=...)` per element index, so the crop of example i is the
   same whatever the number of workers, and a resumed run sees the same augmentations.
+  The box is drawn from the header's size before any pixel is decoded, so a JPEG whose box
+  holds `draft_scale` x the output size decodes at 1/2, 1/4 or 1/8 size; box and points stay
+  in original pixels (`image_ops` module docstring).
   """
   image_size: int
   scale: tuple[float, float] = (0.08, 1.0)
@@ -110,16 +113,20 @@ class TrainTransform(grain.transforms.RandomMap):
   num_points: int = 1
 
   def random_map(self, record, rng: np.random.Generator):
+    name = _record_name(record)
     try:
-      image = image_ops.decode_rgb(record["image"], name=_record_name(record))
+      # The header gives the size; the box is drawn before decoding, so a JPEG whose box is
+      # large enough decodes at reduced size (image_ops module docstring).
+      image = image_ops.open_image(record["image"], name=name)
+      width, height = image.size
+      box = geometry.sample_inception_box(rng, height, width, scale=self.scale, ratio=self.ratio)
+      flip = self.flip and bool(rng.random() < 0.5)
+      image, scale = image_ops.load_rgb(image, name=name,
+                                        scale=image_ops.draft_scale(box, self.image_size))
     except ValueError:  # Undecodable: kept with weight 0 and counted (module docstring).
       return self._skipped(record)
-    height, width = image.height, image.width
-    box = geometry.sample_inception_box(rng, height, width, scale=self.scale, ratio=self.ratio)
-    flip = self.flip and bool(rng.random() < 0.5)
-    pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method)
-    if flip:
-      pixels = pixels[:, ::-1]
+    pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method,
+                                   scale=scale, flip=flip)
     points, valid, bad_points = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=flip)
     return {
@@ -195,10 +202,14 @@ class EvalTransform(grain.transforms.Map):
     return geometry.boxes_into_crop(padded, box, image_hw)
 
   def map(self, record):
-    image = image_ops.decode_rgb(record["image"], name=_record_name(record))
-    height, width = image.height, image.width
+    name = _record_name(record)
+    image = image_ops.open_image(record["image"], name=name)
+    width, height = image.size
     box = geometry.central_box(height, width, self.crop_fraction)
-    pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method)
+    image, scale = image_ops.load_rgb(image, name=name,
+                                      scale=image_ops.draft_scale(box, self.image_size))
+    pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method,
+                                   scale=scale)
     points, valid, _ = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=False)
     example = {

@@ -1,0 +1,146 @@
+"""Reduced-size JPEG decoding (PIL draft) against the full-size decode: same boxes, same points,
+nearly the same pixels; and draft is really used where the crop allows it."""
+
+import io
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from luab_jax.pp import geometry
+from luab_jax.pp import image_ops
+from luab_jax.pp import transforms
+
+PHOTOS = pathlib.Path(__file__).parent / "fixtures" / "photos"
+
+
+def _large_jpeg(size=(1280, 960), dot=None) -> bytes:
+  """A fixture photo upscaled to `size` (w, h) as a JPEG; optionally a white disc at `dot`."""
+  with Image.open(PHOTOS / "astronaut.jpg") as im:
+    image = im.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+  if dot is not None:
+    pixels = np.asarray(image, np.uint8) // 4  # Darkened, so the dot stands out.
+    yy, xx = np.mgrid[:size[1], :size[0]]
+    pixels = pixels.copy()
+    pixels[(xx - dot[0]) ** 2 + (yy - dot[1]) ** 2 <= 30 ** 2] = 255
+    image = Image.fromarray(pixels)
+  buf = io.BytesIO()
+  image.save(buf, "JPEG", quality=95)
+  return buf.getvalue()
+
+
+def test_draft_scale_keeps_the_box_at_least_the_output_size():
+  assert image_ops.draft_scale((0, 0, 1500, 2000), 224) == 4
+  assert image_ops.draft_scale((0, 0, 1792, 1792), 224) == 8
+  assert image_ops.draft_scale((0, 0, 448, 448), 224) == 2
+  assert image_ops.draft_scale((0, 0, 447, 1000), 224) == 1
+  assert image_ops.draft_scale((0, 0, 375, 500), 224) == 1  # ImageNet-sized: full decode.
+
+
+def test_load_rgb_decodes_a_large_jpeg_at_reduced_size():
+  data = _large_jpeg()
+  image, scale = image_ops.load_rgb(image_ops.open_image(data), scale=4)
+  assert scale == 4.0 and image.size == (320, 240) and image.mode == "RGB"
+  # Formats without a reduced decode ignore the request.
+  buf = io.BytesIO()
+  Image.new("RGB", (400, 300)).save(buf, "PNG")
+  image, scale = image_ops.load_rgb(image_ops.open_image(buf.getvalue()), scale=4)
+  assert scale == 1.0 and image.size == (400, 300)
+
+
+def _reference(data, box, size, flip):
+  """The full-size decode path: decode everything, crop + resize in original pixels."""
+  full = Image.open(io.BytesIO(data)).convert("RGB")  # Not through image_ops (spied on).
+  return image_ops.to_minus_one_one(image_ops.crop_resize(full, box, size, flip=flip))
+
+
+def test_train_transform_draft_matches_full_decode(monkeypatch):
+  data = _large_jpeg()
+  record = {"image": data, "label": 1, "point": np.float32([0.42, 0.61]), "has_point": True,
+            "file_name": "large.jpg"}
+  transform = transforms.TrainTransform(image_size=224, scale=(0.3, 1.0))
+  scales = []
+  load_rgb = image_ops.load_rgb
+
+  def spy(*args, **kwargs):
+    image, scale = load_rgb(*args, **kwargs)
+    scales.append(scale)
+    return image, scale
+
+  monkeypatch.setattr(image_ops, "load_rgb", spy)
+  for seed in range(12):
+    example = transform.random_map(record, np.random.default_rng(seed))
+    # The box and the flip the transform drew, replayed from the same seed in original pixels.
+    rng = np.random.default_rng(seed)
+    box = geometry.sample_inception_box(rng, 960, 1280, scale=(0.3, 1.0))
+    flip = bool(rng.random() < 0.5)
+    targets, weights = geometry.points_into_crop(record["point"][None], np.array([True]), box,
+                                                 (960, 1280), flip=flip)
+    np.testing.assert_array_equal(example["points"], targets, err_msg=f"seed {seed}")
+    np.testing.assert_array_equal(example["point_weight"], weights, err_msg=f"seed {seed}")
+    reference = _reference(data, box, 224, flip)
+    diff = np.abs(example["image"] - reference)
+    # [-1, 1] units: DCT-domain downscaling + resize vs resize alone of a smooth photo.
+    assert diff.mean() < 0.02 and np.percentile(diff, 99) < 0.15, (seed, scales[-1], diff.mean())
+  assert 2.0 in scales and sum(s > 1 for s in scales) >= 6, scales  # Really used.
+
+
+def test_train_transform_moves_a_painted_dot_with_its_point_at_reduced_size(monkeypatch):
+  """A disc painted at the click of a large JPEG lands where the target says, draft or not."""
+  width, height, px, py = 1280, 960, 700, 380
+  record = {"image": _large_jpeg((width, height), dot=(px, py)), "label": 0,
+            "point": np.float32([(px + 0.5) / width, (py + 0.5) / height]), "has_point": True,
+            "file_name": "dot.jpg"}
+  transform = transforms.TrainTransform(image_size=64, scale=(0.2, 1.0), resize_method="bilinear")
+  scales = []
+  load_rgb = image_ops.load_rgb
+  monkeypatch.setattr(image_ops, "load_rgb",
+                      lambda *a, **k: (lambda r: (scales.append(r[1]), r)[1])(load_rgb(*a, **k)))
+  seen = 0
+  for seed in range(30):
+    example = transform.random_map(record, np.random.default_rng(seed))
+    if example["point_weight"][0] == 0:
+      continue
+    seen += 1
+    brightness = example["image"].mean(-1)
+    ys, xs = np.nonzero(brightness > 0.0)  # Background <= -0.5.
+    assert len(xs), f"seed {seed}: the point is in the crop but the dot is not"
+    centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / 64
+    np.testing.assert_allclose(centre, example["points"][0], atol=2.5 / 64,
+                               err_msg=f"seed {seed}, decode scale {scales[-1]}")
+  assert seen >= 5 and max(scales) >= 4.0, (seen, scales)
+
+
+def test_eval_transform_draft_matches_full_decode():
+  data = _large_jpeg()
+  record = {"image": data, "label": 2, "point": np.float32([0.5, 0.45]), "has_point": True,
+            "file_name": "large.jpg"}
+  example = transforms.EvalTransform(image_size=112).map(record)
+  box = geometry.central_box(960, 1280, 0.875)
+  assert image_ops.draft_scale(box, 112) == 4  # This case does decode at reduced size.
+  targets, weights = geometry.points_into_crop(record["point"][None], np.array([True]), box,
+                                               (960, 1280), flip=False)
+  np.testing.assert_array_equal(example["points"], targets)
+  np.testing.assert_array_equal(example["point_weight"], weights)
+  diff = np.abs(example["image"] - _reference(data, box, 112, False))
+  assert diff.mean() < 0.02
+
+
+@pytest.mark.parametrize("photo", ["coffee_cmyk.jpg", "camera_grayscale.jpg",
+                                   "chelsea_png_named.JPEG"])
+def test_other_modes_and_formats_still_decode_to_rgb(photo):
+  data = (PHOTOS / photo).read_bytes()
+  image, _ = image_ops.load_rgb(image_ops.open_image(data), scale=2)
+  assert image.mode == "RGB"
+
+
+def test_bad_images_name_the_file():
+  data = (PHOTOS / "astronaut_truncated.jpg").read_bytes()
+  with pytest.raises(ValueError, match="broken.jpg"):
+    image_ops.load_rgb(image_ops.open_image(data, name="broken.jpg"), name="broken.jpg")
+  with pytest.raises(ValueError, match="garbage.jpg"):
+    image_ops.open_image(b"not an image", name="garbage.jpg")
+  with pytest.raises(ValueError, match="broken.jpg"):
+    transforms.EvalTransform(image_size=32).map({"image": data, "label": 0,
+                                                 "file_name": "broken.jpg"})
