@@ -88,4 +88,8 @@ def get_config(arg=None):
   # 1); small ones (biases, norms) stay replicated.
   config.sharding_rules = [*vit.TENSOR_PARALLEL_RULES, (".*", "fsdp")]
   config.fsdp_min_size_mb = 4.0
+  if not args.runlocal:
+    # Present so that --config.model.remat=full / --config.model.scan_layers=True override them.
+    config.model.scan_layers = False
+    config.model.remat = "none"
   return config
