@@ -9,7 +9,9 @@ the run of
 
   tree_pss   the sum of the processes' PSS (proportional set size: a page shared by k processes
              counts 1/k in each, so the sum is the tree's real footprint; this is the figure
-             held against the 4 GiB budget);
+             held against the 4 GiB budget), and its split into anonymous memory (heap,
+             arrays: tree_pss_anon) and file-backed + shared memory (libraries, memory-mapped
+             data files, shared-memory batches: tree_pss_file_shmem);
   tree_rss   the sum of their RSS (counts shared pages, e.g. Grain's shared-memory batches and
              pages a forked worker shares with its parent, once per process: an upper bound);
   main_rss   the training process alone (what `/usr/bin/time -v` calls maximum resident set
@@ -61,18 +63,20 @@ def _children():
 
 
 def _rollup(pid):
-  """(rss, pss) in bytes, or None if the process is gone."""
-  rss = pss = None
+  """(rss, pss, pss_anon, pss_file) in bytes, or None if the process is gone."""
+  found = {}
   try:
     with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
       for line in f:
-        if line.startswith("Rss:"):
-          rss = int(line.split()[1]) * _KIB
-        elif line.startswith("Pss:"):
-          pss = int(line.split()[1]) * _KIB
+        key = line.split(":", 1)[0]
+        if key in ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem"):
+          found[key] = int(line.split()[1]) * _KIB
   except OSError:
     return None
-  return None if rss is None else (rss, pss or 0)
+  if "Rss" not in found:
+    return None
+  return (found["Rss"], found.get("Pss", 0), found.get("Pss_Anon", 0),
+          found.get("Pss_File", 0) + found.get("Pss_Shmem", 0))
 
 
 def sample_tree(root):
@@ -84,6 +88,8 @@ def sample_tree(root):
   sizes = {pid: s for pid, s in sizes.items() if s is not None}
   return {"tree_rss": sum(s[0] for s in sizes.values()),
           "tree_pss": sum(s[1] for s in sizes.values()),
+          "tree_pss_anon": sum(s[2] for s in sizes.values()),
+          "tree_pss_file_shmem": sum(s[3] for s in sizes.values()),
           "main_rss": sizes.get(root, (0, 0))[0], "processes": len(sizes)}
 
 
@@ -108,7 +114,8 @@ def measure(command, *, interval, lock, timeout, markers=()):
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     log, seen = [], {}
-    peaks = {"tree_rss": 0, "tree_pss": 0, "main_rss": 0, "processes": 0}
+    peaks = {"tree_rss": 0, "tree_pss": 0, "tree_pss_anon": 0, "tree_pss_file_shmem": 0,
+             "main_rss": 0, "processes": 0}
 
     def read():
       for line in proc.stdout:

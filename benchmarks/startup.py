@@ -15,7 +15,9 @@ Each time is from just before the subprocess is started to the moment its log li
 training step (N) done" appears (the trainer blocks on that step's results before logging it):
 Python and JAX imports, config checks, data sources and Grain workers, model and optimizer
 initialisation or checkpoint restore, compilation and the step itself. Then the run is sent
-SIGTERM (it saves a checkpoint and exits; not timed). `--lock` holds that file (flock, as
+SIGTERM (it saves a checkpoint and exits; not timed). Each run also reports when the trainer's
+milestone log lines appeared (imports and config, mesh, data pipeline, state init or restore,
+first step), the summed XLA compile (or cache-load) time JAX logs, and the cache hits. `--lock` holds that file (flock, as
 `flock FILE cmd` does) during each timed command only.
 
 Cases:
@@ -43,6 +45,10 @@ import time
 from benchmarks import timing
 
 MARKER = "First training step ("
+# Log lines of the trainer, in order; the time each first appears splits the start-up.
+PHASES = (("imports_config", "Persistent compilation cache:"), ("mesh", "Mesh "),
+          ("data", "Model "), ("state_init_or_restore", "Training steps "),
+          ("first_step", MARKER))
 
 
 def demo_command(args, workdir):
@@ -75,27 +81,44 @@ def locked(path):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def time_to_first_step(command, lock, timeout) -> tuple[float, str]:
-  """Seconds from launch to the marker line; then SIGTERM and wait (untimed, still locked)."""
-  env = dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2")
+def time_to_first_step(command, lock, timeout) -> dict:
+  """Seconds from launch to the marker line; then SIGTERM and wait (untimed, still locked).
+
+  With JAX_LOG_COMPILES=1 JAX logs each compilation's duration (a cache hit's is the time to
+  load it) and each persistent-cache hit; both are summed up to the marker.
+  """
+  env = dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2", JAX_LOG_COMPILES="1")
   with locked(lock):
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
-    seconds, log = None, []
+    seconds, log, phases, compile_s, compiles, hits = None, [], {}, 0.0, 0, 0
     for line in proc.stdout:
       log.append(line)
-      if seconds is None and MARKER in line:
-        seconds = time.perf_counter() - started
+      if seconds is not None:
+        continue
+      now = time.perf_counter() - started
+      for name, marker in PHASES:
+        if marker in line and name not in phases:
+          phases[name] = round(now, 2)
+      if "Finished XLA compilation of" in line:
+        compile_s += float(line.rsplit(" in ", 1)[1].split()[0])
+        compiles += 1
+      if "Persistent compilation cache hit" in line:
+        hits += 1
+      if MARKER in line:
+        seconds = now
         proc.send_signal(signal.SIGTERM)
     proc.wait()
     timer.cancel()
   if seconds is None:
     raise RuntimeError(f"No '{MARKER}' line (exit {proc.returncode}):\n{''.join(log[-30:])}")
   marker = next(l for l in log if MARKER in l).strip()
-  return seconds, marker
+  return {"seconds": round(seconds, 2), "phases_at_s": phases,
+          "xla_compile_or_load_s": round(compile_s, 2), "programs": compiles,
+          "persistent_cache_hits": hits, "log": marker}
 
 
 def main():
@@ -118,10 +141,9 @@ def main():
       command = CASES[case](args, workdir)
       for name, extra in (("cold", []), ("resumed_no_cache", ["--config.compilation_cache_dir="]),
                           ("resumed_warm_cache", [])):
-        seconds, marker = time_to_first_step(command + extra, args.lock, args.timeout)
-        results[name].append(seconds)
-        timing.emit({"case": case, "run": name, "seconds": round(seconds, 2), "workdir": workdir,
-                     "log": marker}, args.out)
+        result = time_to_first_step(command + extra, args.lock, args.timeout)
+        results[name].append(result["seconds"])
+        timing.emit({"case": case, "run": name, "workdir": workdir, **result}, args.out)
     timing.emit({"case": case, "command": " ".join(CASES[case](args, "WORKDIR")),
                  **{name: {"median_s": round(timing.Stats(t).median, 2),
                            "runs_s": [round(x, 2) for x in t]} for name, t in results.items()}},

@@ -51,8 +51,10 @@ def compile_one(python, config, topology, remat, timeout, lock, extra=()):
   if proc.returncode == 0 and lines:
     record.update(json.loads(lines[-1]))
   else:
+    lines = [l for l in proc.stderr.strip().splitlines() if not l.startswith("AOT_TIME")]
+    errors = [l for l in lines if "RESOURCE_EXHAUSTED" in l or "Error" in l]
     record["error"] = ("timed out" if proc.returncode == 124 else
-                       (proc.stderr.strip().splitlines() or ["failed"])[-1][:200])
+                       (errors or lines or ["failed"])[-1][:300])
   return record
 
 

@@ -51,13 +51,13 @@ def enable(path: str | None) -> None:
   """
   if _MIN_TIME_ENV not in os.environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  logging.info("Persistent compilation cache: %s.", path or "off")
   if path == jax.config.jax_compilation_cache_dir:
     return
   if path is not None and "://" not in path:
     os.makedirs(path, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", path)
   jax_cache.reset_cache()
-  logging.info("Persistent compilation cache: %s.", path or "off")
 
 
 def setup(config, workdir: str) -> str | None:
