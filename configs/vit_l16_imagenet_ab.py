@@ -16,7 +16,25 @@ config's local mode on the committed fixture: ViT-mu/8, seconds on a CPU).
 Expected runtime: not measured. Compute: ViT-L/16 at 224 px is about 3 x 123 = 370 GFLOP per
 image per training step (flops.py), 3.5 x B/16; 300 epochs are 1.4e20 FLOP.
 
-What fits: see the ahead-of-time compilation table (TPU_TABLE below, also in BENCHMARKS.md).
+What fits (ahead-of-time compilation of the real train step, no TPU; 2026-11-25, jax 0.10.2,
+libtpu 0.0.42.1; global batch 1024, bfloat16 compute, float32 parameters and AdamW moments,
+mesh data=all, i.e. parameters replicated; commands in BENCHMARKS.md):
+
+  JAX_PLATFORMS=cpu python -m luab_jax.compile --config configs/vit_l16_imagenet_ab.py \
+      --topology v4:2x2x4 --config.model.remat=full
+
+  | topology         | chips | remat         | memory per chip (args / temps / total) | HBM    | fits |
+  |------------------|-------|---------------|----------------------------------------|--------|------|
+  | v4:2x2x4 (v4-32) | 16    | none          | compiler: temporaries 33.09G > 30.75G usable | 32 GiB | NO   |
+  | v4:2x2x4 (v4-32) | 16    | full          | 3.44 / 4.53 / 8.00 GiB                 | 32 GiB | yes  |
+  | v4:2x2x4 (v4-32) | 16    | dots_saveable | 3.44 / 15.68 / 19.14 GiB               | 32 GiB | yes  |
+  | v5e:8x8 (v5e-64) | 64    | none          | 3.41 / 9.42 / 12.85 GiB                | 16 GiB | yes  |
+  | v5e:8x8 (v5e-64) | 64    | full          | 3.41 / 2.19 / 5.63 GiB                 | 16 GiB | yes  |
+  | v5e:8x8 (v5e-64) | 64    | dots_saveable | 3.41 / 5.88 / 9.31 GiB                 | 16 GiB | yes  |
+
+So on a v4-32 (64 images per chip) run it with --config.model.remat=full (or dots_saveable).
+FLOPs: analytic 3.76e14 per step; the compiled count is not comparable here, because XLA
+counts the scanned block once (1.7e13 without remat, about 1/24 of the blocks plus the rest).
 """
 
 import importlib.util
