@@ -61,6 +61,10 @@ def get_config(arg=None):
   config.log_training_steps = 50
   config.ckpt_steps = 400
   config.keep_ckpts = 2
+  # None: WORKDIR/compilation_cache, so that a resumed run does not compile again; "": off
+  # (luab_jax/compilation_cache.py). A str-typed None, so that --config.compilation_cache_dir=
+  # can override it.
+  config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
 
   config.model_name = "vit"
   config.model = dict(

@@ -44,22 +44,29 @@ utilisation, with the input pipeline feeding ~19k images/s.
 
 What fits (ahead-of-time compilation of the real train step, no TPU; 2026-11-25, jax 0.10.2,
 libtpu 0.0.42.1; this config as is: global batch 1024, bfloat16 compute, float32 parameters
-and AdamW moments, mesh data=all, remat none):
+and AdamW moments, mesh data=all; BENCHMARKS.md has the commands and ViT-L/16):
 
   JAX_PLATFORMS=cpu python -m luab_jax.compile --config configs/vit_b16_imagenet_ab.py \
-      --topology v5e:8x8    (and v4:2x2x4, v5p:4x4x4; v5p-128 = 64 chips of 2 cores)
+      --topology v5e:8x8 [--config.model.remat=full]
+  python -m benchmarks.tpu_aot --python VENV_WITH_LIBTPU/bin/python --topologies v5e:8x8,v4:2x2x4
 
-  | topology           | chips | memory per chip (args / temps / total) | HBM    | fits | FLOPs per step (compiled / analytic) |
-  |--------------------|-------|----------------------------------------|--------|------|--------------------------------------|
-  | v4:2x2x4 (v4-32)   | 16    | 1.01 / 6.21 / 7.39 GiB                 | 32 GiB | yes  | 1.083e14 / 1.073e14                  |
-  | v5e:8x8 (v5e-64)   | 64    | 0.98 / 1.38 / 2.51 GiB                 | 16 GiB | yes  | 1.084e14 / 1.073e14                  |
-  | v5p:4x4x4 (v5p-128)| 64    | 0.98 / 1.62 / 2.75 GiB                 | 95 GiB | yes  | 1.084e14 / 1.073e14                  |
+  | topology           | chips | remat         | memory per chip (args / temps / total) | HBM    | fits | FLOPs per step (compiled / analytic) |
+  |--------------------|-------|---------------|----------------------------------------|--------|------|--------------------------------------|
+  | v4:2x2x4 (v4-32)   | 16    | none          | 1.01 / 6.21 / 7.39 GiB                 | 32 GiB | yes  | 1.083e14 / 1.073e14                  |
+  | v4:2x2x4 (v4-32)   | 16    | full          | 1.01 / 1.01 / 2.22 GiB                 | 32 GiB | yes  | 1.331e14 / 1.073e14                  |
+  | v4:2x2x4 (v4-32)   | 16    | dots_saveable | 1.01 / 4.41 / 5.61 GiB                 | 32 GiB | yes  | 1.090e14 / 1.073e14                  |
+  | v5e:8x8 (v5e-64)   | 64    | none          | 0.98 / 1.38 / 2.51 GiB                 | 16 GiB | yes  | 1.084e14 / 1.073e14                  |
+  | v5e:8x8 (v5e-64)   | 64    | full          | 0.98 / 0.33 / 1.49 GiB                 | 16 GiB | yes  | 1.339e14 / 1.073e14                  |
+  | v5e:8x8 (v5e-64)   | 64    | dots_saveable | 0.98 / 1.16 / 2.31 GiB                 | 16 GiB | yes  | 1.095e14 / 1.073e14                  |
+  | v5p:4x4x4 (v5p-128)| 64    | none          | 0.98 / 1.62 / 2.75 GiB                 | 95 GiB | yes  | 1.084e14 / 1.073e14                  |
 
-v5e-256 (v5e:16x16), remat and ViT-L/16: not yet compiled (a v5e:16x16 compile did not finish
-in 10 minutes on a 2-core CPU). Temporaries (activations) grow with the batch per chip: 64
-images on v4-32 need 6.2 GiB, 16 on v5e-64 1.4 GiB; v5e-256 holds 4 per chip, so it should
-need less than v5e-64, but that is an expectation, not a compiled figure. Compiled
-FLOPs are within 1% of the analytic count (norms, softmax, optimizer are the difference).
+(the v5p row is from an earlier compile with the same versions.) v5e-256 (v5e:16x16): not yet
+compiled (a compile did not finish in 10 minutes on a 2-core CPU). Temporaries (activations)
+grow with the batch per chip: 64 images on v4-32 need 6.2 GiB, 16 on v5e-64 1.4 GiB; v5e-256
+holds 4 per chip, so it should need less than v5e-64, but that is an expectation, not a
+compiled figure. Compiled FLOPs are within 1-2% of the analytic count (norms, softmax,
+optimizer are the difference); remat=full recomputes each block's forward pass (+25%).
+B/16 fits everywhere without remat; remat=full cuts the temporaries 4-6x.
 """
 
 import importlib.util
@@ -88,4 +95,8 @@ def get_config(arg=None):
   # 1); small ones (biases, norms) stay replicated.
   config.sharding_rules = [*vit.TENSOR_PARALLEL_RULES, (".*", "fsdp")]
   config.fsdp_min_size_mb = 4.0
+  if not args.runlocal:
+    # Present so that --config.model.remat=full / --config.model.scan_layers=True override them.
+    config.model.scan_layers = False
+    config.model.remat = "none"
   return config

@@ -41,7 +41,9 @@ from luab_jax import train_step as train_step_lib
 
 # HBM per chip in GiB and peak bfloat16 TFLOP/s, from Google Cloud's TPU system-architecture
 # pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e; checked 2026-11): v4 32 GiB, 275;
-# v5e 16 GiB, 197; v5p 95 GiB, 459; v6e (Trillium) 32 GiB, 918.
+# v5e 16 GiB, 197; v5p 95 GiB, 459; v6e (Trillium) 32 GiB, 918. (Rechecked 2026-11-25: the pages
+# say GB for v5e/v5p/v6e. What a program may use is less: the v4 compiler reports 30.75 GiB
+# usable, and a program that needs more fails to compile with RESOURCE_EXHAUSTED.)
 HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
 PEAK_TFLOPS = {"v4": 275, "v5e": 197, "v5p": 459, "v6e": 918}
 _GIB = 2 ** 30

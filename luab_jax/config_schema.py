@@ -33,6 +33,7 @@ TOP_LEVEL = frozenset({
     "evals", "best_metric", "best_mode",
     "nan_policy", "data_iter_on_process_change",
     "grad_accum_steps", "ema_decay",
+    "compilation_cache_dir",  # luab_jax/compilation_cache.py; may change on resume.
 })
 
 NESTED = {

@@ -49,6 +49,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from luab_jax import checkpointing
+from luab_jax import compilation_cache
 from luab_jax import distributed
 from luab_jax import durations
 from luab_jax import eval_plots
@@ -276,6 +277,8 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
   setups, runs = {}, []
   for workdir, label in zip(workdirs, _labels(workdirs)):
     cfg = load_config(workdir, config, data_dir=data_dir, mesh=mesh)
+    if not runs:  # The first run's cache serves the whole job (compilation_cache.py).
+      compilation_cache.setup(cfg, workdir)
     names = list(cfg.evals) if evals is None else list(evals)
     unknown = [n for n in names if n not in cfg.evals]
     if unknown:

@@ -34,6 +34,7 @@ import numpy as np
 from clu import periodic_actions
 
 from luab_jax import checkpointing
+from luab_jax import compilation_cache
 from luab_jax import config_schema
 from luab_jax import distributed
 from luab_jax import durations
@@ -107,6 +108,21 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _process_age() -> float:
+  """Seconds since this process started (Linux /proc; else since this module was imported)."""
+  try:
+    with open("/proc/self/stat", encoding="ascii") as f:
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # Field 22: starttime.
+    with open("/proc/uptime", encoding="ascii") as f:
+      uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return time.time() - _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
 def _aggregate(pending: list[dict]) -> dict:
   """Per-step metrics -> means over the interval (counts summed, skipped steps left out)."""
   steps = jax.device_get(pending)
@@ -130,6 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
+  compilation_cache.setup(config, workdir)  # Before anything compiles.
   writer = metric_logs.create_writer(workdir)
   nan_policy = config.get("nan_policy", "stop")
 
@@ -264,6 +281,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           state, metrics = train_step(state, batch)
         pending.append(metrics)
         unchecked.append((step, metrics["nan_skipped_steps"]))
+        if step == first_step + 1:  # Start-up, compilation included (benchmarks/startup.py).
+          jax.block_until_ready(metrics)
+          logging.info("First training step (%d) done, %.1f s after the process started.",
+                       step, _process_age())
         progress(step)
 
         if step % log_steps == 0 or step == total_steps:

@@ -103,9 +103,23 @@ def test_vit_b16_is_the_vit_s16_recipe_with_a_bigger_model(arg):
   differing = {key for key in s16.keys() | b16.keys() if s16.get(key) != b16.get(key)}
   expected = {"sharding_rules", "fsdp_min_size_mb"}
   if arg != "runlocal":  # The local mode uses the same tiny ViT for both.
-    expected.add("model.variant")
+    # scan_layers and remat are spelled out so that --config.model.remat=... can override them.
+    expected |= {"model.variant", "model.scan_layers", "model.remat"}
     assert b16["model.variant"] == "B/16" and b16["loss.point_lambda"] == 0.0
+    assert b16["model.remat"] == "none" and not b16["model.scan_layers"]
   assert differing == expected
+
+
+@pytest.mark.parametrize("arg", ["lam=0", "runlocal"])
+def test_vit_l16_is_the_vit_b16_config_with_the_large_scanned_model(arg):
+  b16 = _flat(_load_config("vit_b16_imagenet_ab", arg))
+  l16 = _flat(_load_config("vit_l16_imagenet_ab", arg))
+  differing = {key for key in b16.keys() | l16.keys() if b16.get(key) != l16.get(key)}
+  if arg == "runlocal":
+    assert not differing
+  else:
+    assert differing == {"model.variant", "model.scan_layers"}
+    assert l16["model.variant"] == "L/16" and l16["model.scan_layers"]
 
 
 @pytest.mark.parametrize("name,metric", [("vit_s16_imagenet_ab", "minival/accuracy"),

@@ -1,0 +1,58 @@
+"""JAX's persistent compilation cache: a resumed run loads its programs instead of compiling."""
+
+import logging
+import os
+
+import jax
+import pytest
+
+from luab_jax import compilation_cache
+from luab_jax import train
+from tests.test_train import _config
+
+
+class _Hits(logging.Handler):
+  """Module names of JAX's "Persistent compilation cache hit for 'NAME'" debug records."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.names = []
+
+  def emit(self, record):
+    message = record.getMessage()
+    if message.startswith("Persistent compilation cache hit"):
+      self.names.append(message.split("'")[1])
+
+
+@pytest.fixture
+def cache_hits():
+  logger = logging.getLogger("jax._src.compiler")
+  handler, level = _Hits(), logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.DEBUG)
+  yield handler.names
+  logger.removeHandler(handler)
+  logger.setLevel(level)
+  compilation_cache.enable(None)  # Later tests compile without a cache, as before.
+
+
+def test_resumed_run_loads_the_train_step_from_the_workdir_cache(tiny_data_dir, tmp_path,
+                                                                 cache_hits):
+  workdir = str(tmp_path)
+  cache = os.path.join(workdir, compilation_cache.DEFAULT_SUBDIR)
+  train.train_and_evaluate(_config(tiny_data_dir), workdir, stop_at_step=3)
+  entries = set(os.listdir(cache))
+  assert entries, "the first run wrote nothing to the cache"
+  assert not any("train_step" in n for n in cache_hits)
+  jax.clear_caches()  # As a new process would: nothing compiled in memory.
+  train.train_and_evaluate(_config(tiny_data_dir), workdir)  # Resumes at step 3.
+  assert any("train_step" in n for n in cache_hits), cache_hits
+
+
+def test_cache_dir_from_config(tmp_path):
+  config = _config(str(tmp_path))
+  assert compilation_cache.cache_dir(config, "W") == os.path.join("W", "compilation_cache")
+  config.compilation_cache_dir = ""
+  assert compilation_cache.cache_dir(config, "W") is None
+  config.compilation_cache_dir = str(tmp_path / "shared")
+  assert compilation_cache.cache_dir(config, "W") == str(tmp_path / "shared")
