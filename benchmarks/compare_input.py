@@ -12,38 +12,13 @@ Standard library only.
 """
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import statistics
-import subprocess
-import sys
 
 from benchmarks import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@contextlib.contextmanager
-def _locked(path):
-  if not path:
-    yield
-    return
-  with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _run(cmd, env):
-  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-  if done.returncode:
-    sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-    raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
-  return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
 def main():
@@ -65,8 +40,8 @@ def main():
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
   common = ["--batches", str(args.batches), "--batch_size", str(args.batch_size),
             "--repeats", str(args.repeats)]
-  _run([args.ours_python, "-m", "benchmarks.input_pipeline", "--workdir", args.workdir,
-        "--prepare_only"], env)
+  timing.run_json([args.ours_python, "-m", "benchmarks.input_pipeline", "--workdir", args.workdir,
+        "--prepare_only"], env, ROOT)
   ours_cmd = [args.ours_python, "-m", "benchmarks.input_pipeline", "--workdir", args.workdir,
               "--settings", f"loop,{args.ours_1core},{args.ours_2core}", *common]
   peer_cmd = [args.peer_python, "-m", "benchmarks.peers.tfdata_pipeline", "--manual_dir",
@@ -81,9 +56,9 @@ def main():
     if r % 2:
       order.reverse()
     results = {}
-    with _locked(args.lock):
+    with timing.locked(args.lock):
       for _, cmd in order:
-        for rec in _run(cmd, env):
+        for rec in timing.run_json(cmd, env, ROOT):
           if rec.get("kind") == "result":
             rec["round"] = r
             timing.emit(rec, args.out)

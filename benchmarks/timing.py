@@ -4,12 +4,15 @@ Depends on the standard library only, so that the peer scripts (which run in `.v
 without JAX) print the same header and statistics as ours.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -89,3 +92,26 @@ def emit(record: dict, out: str | None = None) -> None:
   if out:
     with open(out, "a") as f:
       f.write(line + "\n")
+
+
+@contextlib.contextmanager
+def locked(path: str | None):
+  """Holds the flock on `path` (the one every benchmark on a shared machine takes); no-op if ''."""
+  if not path:
+    yield
+    return
+  with open(path, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_json(cmd: list[str], env: dict, cwd: str) -> list[dict]:
+  """Runs a benchmark subprocess and returns the JSON lines it printed; fails loudly."""
+  done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+  if done.returncode:
+    sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+    raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
+  return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
