@@ -32,8 +32,6 @@ Runs (each under `--lock`, held as `flock FILE cmd` would):
 """
 
 import argparse
-import contextlib
-import fcntl
 import os
 import subprocess
 import sys
@@ -93,23 +91,10 @@ def sample_tree(root):
           "main_rss": sizes.get(root, (0, 0))[0], "processes": len(sizes)}
 
 
-@contextlib.contextmanager
-def locked(path):
-  if not path:
-    yield
-    return
-  with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def measure(command, *, interval, lock, timeout, markers=()):
   """Runs `command`; returns peaks, the wall time, and peaks before each marker line."""
   env = dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2")
-  with locked(lock):
+  with timing.locked(lock):
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -32,8 +32,6 @@ Cases:
 """
 
 import argparse
-import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -68,19 +66,6 @@ def b16_command(args, workdir):
 CASES = {"demo": demo_command, "b16": b16_command}
 
 
-@contextlib.contextmanager
-def locked(path):
-  if not path:
-    yield
-    return
-  with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def time_to_first_step(command, lock, timeout) -> dict:
   """Seconds from launch to the marker line; then SIGTERM and wait (untimed, still locked).
 
@@ -88,7 +73,7 @@ def time_to_first_step(command, lock, timeout) -> dict:
   load it) and each persistent-cache hit; both are summed up to the marker.
   """
   env = dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2", JAX_LOG_COMPILES="1")
-  with locked(lock):
+  with timing.locked(lock):
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
