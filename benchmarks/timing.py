@@ -33,6 +33,16 @@ class Stats:
             "max": items / min(self.times)}
 
 
+def parse_case(text: str) -> tuple[str, int, int]:
+  """A train-step benchmark case "VARIANT@IMAGE_SIZE:BATCH", e.g. "Ti/16@224:32"."""
+  variant, _, rest = text.partition("@")
+  size, _, batch = rest.partition(":")
+  if not (variant and size.isdigit() and batch.isdigit()):
+    raise ValueError(f"Benchmark case {text!r}: expected VARIANT@IMAGE_SIZE:BATCH, "
+                     "e.g. 'Ti/16@224:32'.")
+  return variant, int(size), int(batch)
+
+
 def repeat(fn, *, warmup: int, repeats: int) -> Stats:
   """Calls fn() warmup times untimed, then `repeats` times timed; fn must block until done."""
   for _ in range(warmup):

@@ -35,12 +35,6 @@ from luab_jax import train_step as train_step_lib
 from luab_jax.models import vit
 
 
-def parse_case(text: str) -> tuple[str, int, int]:
-  variant, _, rest = text.partition("@")
-  size, _, batch = rest.partition(":")
-  return variant, int(size), int(batch)
-
-
 def case_config(variant: str, image_size: int, batch: int, lam: float, dtype: str):
   config = demo.get_config(f"variant={variant},image_size={image_size},lam={lam}")
   config.num_classes = 1000
@@ -128,7 +122,7 @@ def main():
   if args.peak_only:
     return
   for case in args.cases.split(","):
-    variant, size, batch = parse_case(case)
+    variant, size, batch = timing.parse_case(case)
     for lam in (float(x) for x in args.lams.split(",")):
       config = case_config(variant, size, batch, lam, args.dtype)
       run, step_flops = build_step(config)

@@ -30,8 +30,7 @@ def main():
                "torch_threads": torch.get_num_threads()}, args.out)
   torch.manual_seed(0)
   for case in args.cases.split(","):
-    variant, _, rest = case.partition("@")
-    size, _, batch = (int(x) if x.isdigit() else x for x in rest.partition(":"))
+    variant, size, batch = timing.parse_case(case)
     model = timm.create_model(TIMM_NAMES[variant], img_size=size, num_classes=1000)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     images = torch.randn(batch, 3, size, size)
