@@ -64,7 +64,7 @@ def build_step(config):
   b, s = config.batch_size, config.input.image_size
   rng = np.random.default_rng(0)
   batch = jax.device_put({
-      "image": rng.standard_normal((b, s, s, 3), np.float32),
+      "image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),  # What the pipeline ships.
       "label": rng.integers(0, config.num_classes, b).astype(np.int32),
       "points": rng.random((b, 1, 2), np.float32),
       "point_weight": np.ones((b, 1), np.float32), "weight": np.ones(b, np.float32),

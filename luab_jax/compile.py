@@ -131,7 +131,7 @@ def topology_devices(topology: str):
 def abstract_batch(config, sharding):
   """The train batch's shapes (WORKSPACE.md, Conventions), laid out by `sharding`."""
   b, size, p = config.batch_size, config.input.image_size, config.model.get("num_points", 1)
-  shapes = {"image": ((b, size, size, 3), jnp.float32), "points": ((b, p, 2), jnp.float32),
+  shapes = {"image": ((b, size, size, 3), jnp.uint8), "points": ((b, p, 2), jnp.float32),
             "point_weight": ((b, p), jnp.float32), "weight": ((b,), jnp.float32),
             "bad_points": ((b,), jnp.int32)}
   if config.loss.classification == "sigmoid":  # Multi-label data (COCO-AB) carries multi-hot.

@@ -39,7 +39,7 @@ TOP_LEVEL = frozenset({
 NESTED = {
     "input": frozenset({"image_size", "crop_scale", "crop_ratio", "flip", "eval_crop_fraction",
                         "num_workers", "eval_num_workers", "read_threads", "prefetch_buffer",
-                        "ram_budget_mb"}),
+                        "ram_budget_mb", "resize_method", "eval_resize_method"}),
     "loss": frozenset({"classification", "label_smoothing", "point_lambda", "point_loss",
                        "point_normalize"}),
     "optax": frozenset({"lr", "lr_min_ratio", "weight_decay", "grad_clip_norm", "b1", "b2"}),

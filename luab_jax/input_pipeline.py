@@ -29,8 +29,8 @@ _PER_WORKER_BUFFER = 1
 
 
 def batch_bytes(input_config, batch_size: int, num_points: int = 1) -> int:
-  """Bytes of one batch's arrays: the float32 image plus the small per-example fields."""
-  image = input_config.image_size ** 2 * 3 * 4
+  """Bytes of one batch's arrays: the uint8 image plus the small per-example fields."""
+  image = input_config.image_size ** 2 * 3
   return batch_size * (image + num_points * 12 + 64)
 
 
@@ -60,7 +60,7 @@ def buffer_options(input_config, *, num_workers: int, batch_size: int,
       raise ValueError(
           f"config.input.ram_budget_mb={budget_mb} cannot hold one batch per input process: "
           f"{processes} process(es) x {batch_mb:.1f} MB per batch ({batch_size} images of "
-          f"{input_config.image_size} px, float32) needs at least {processes * batch_mb:.0f} MB. "
+          f"{input_config.image_size} px, uint8) needs at least {processes * batch_mb:.0f} MB. "
           "Raise config.input.ram_budget_mb, or lower input.num_workers or the batch size.")
     prefetch = min(prefetch, per_process - 1)
     threads = max(1, min(threads, prefetch)) if prefetch > 0 else threads
@@ -85,6 +85,8 @@ def make_train_dataset(source, input_config, *, per_process_batch_size: int, see
           scale=tuple(input_config.crop_scale),
           ratio=tuple(input_config.crop_ratio),
           flip=input_config.flip,
+          resize_method=input_config.get("resize_method",
+                                         transforms.TrainTransform.resize_method),
           num_points=num_points),
       seed=seed + 1)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)

@@ -49,6 +49,7 @@ from luab_jax import train_step as train_step_lib
 from luab_jax import xla_flags
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
+from luab_jax.pp import image_ops
 
 NAN_POLICIES = ("stop", "skip")
 # Logged as sums over the logging interval (counts), not as means.
@@ -82,6 +83,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      "'softmax' or 'sigmoid'.")
   if config.batch_size <= 0:
     raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
+  for key in ("resize_method", "eval_resize_method"):
+    if key in config.input:
+      image_ops.check_resize_method(config.input[key], key=f"config.input.{key}")
   if config.data_dir and not os.path.isdir(os.path.expanduser(config.data_dir)):
     raise FileNotFoundError(f"config.data_dir={config.data_dir!r} does not exist.")
 

@@ -23,6 +23,7 @@ from tensorflow_datasets.datasets.siscore import labels as siscore_labels
 from luab_jax import sharding as sharding_lib
 from luab_jax.datasets import imagenet_subsets
 from luab_jax.evaluators import common
+from luab_jax.models import vit
 from luab_jax.pp import geometry
 
 # ------------------------------------------------------------------ The fake model.
@@ -47,6 +48,7 @@ def _fns(num_classes=1000, num_points=1, point=(0.25, 0.5)):
   prototypes = jnp.asarray(np.stack([_prototype(c) for c in range(num_classes)]), jnp.float32)
 
   def apply(params, images):
+    images = vit.to_input_range(images, jnp.float32)  # Batches carry uint8 pixels.
     diff = images.mean((1, 2))[:, None, :] - prototypes[None]
     logits = -(diff * diff * jnp.asarray(_WEIGHTS)).sum(-1)
     points = jnp.broadcast_to(params["point"], (images.shape[0], num_points, 2))

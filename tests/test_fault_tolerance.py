@@ -153,7 +153,10 @@ def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
 
 
 def _nan_image(batch):
-  batch["image"][0, 0, 0, 0] = np.nan
+  # uint8 pixels cannot hold a NaN: the model also takes float images in [-1, 1].
+  image = batch["image"].astype(np.float32) * np.float32(2 / 255) - 1
+  image[0, 0, 0, 0] = np.nan
+  batch["image"] = image
 
 
 def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data_dir, tmp_path,

@@ -83,7 +83,7 @@ def test_train_transform_moves_a_painted_dot_with_its_point():
     brightness = example["image"].mean(-1)
     if example["point_weight"][0] == 1.0:
       seen += 1
-      ys, xs = np.nonzero(brightness > brightness.min() + 0.5)
+      ys, xs = np.nonzero(brightness > brightness.min() + 64)
       assert len(xs), f"seed {seed}: the point is in the crop but the dot is not"
       centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / 64
       np.testing.assert_allclose(centre, example["points"][0], atol=2.5 / 64,

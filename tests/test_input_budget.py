@@ -21,16 +21,16 @@ def test_without_a_budget_the_configured_buffer_is_used():
 
 
 def test_budget_lowers_the_prefetch_buffer_and_threads():
-  # 224 px float32: 0.574 MB an image, 256 images = 147 MB a batch.
-  config = _input(image_size=224, ram_budget_mb=4096, num_workers=4)
+  # 224 px uint8: 0.144 MB an image, 256 images = 36.8 MB a batch.
+  config = _input(image_size=224, ram_budget_mb=1024, num_workers=4)
   batch_mb = input_pipeline.batch_bytes(config, 256) / 2 ** 20
   options = input_pipeline.buffer_options(config, num_workers=4, batch_size=256)
-  per_process = int(4096 // (batch_mb * 4))  # 6 batches per process
+  per_process = int(1024 // (batch_mb * 4))  # 6 batches per process
   assert options.prefetch_buffer_size == per_process - 1 == 5
   assert options.num_threads == 4
   assert 4 * (options.prefetch_buffer_size + 1) * batch_mb <= 4096
   # Just one batch per process: no read-ahead at all.
-  options = input_pipeline.buffer_options(_input(image_size=224, ram_budget_mb=600),
+  options = input_pipeline.buffer_options(_input(image_size=224, ram_budget_mb=150),
                                           num_workers=4, batch_size=256)
   assert options.prefetch_buffer_size == 0
   # A generous budget keeps the configured buffer.
@@ -49,10 +49,10 @@ def test_train_dataset_runs_under_a_tight_budget():
   rng = np.random.default_rng(0)
   records = [{"image": rng.integers(0, 255, (20, 24, 3), dtype=np.uint8), "label": i % 3,
               "point": np.float32([0.5, 0.5]), "has_point": True} for i in range(16)]
-  config = _input(ram_budget_mb=0.1)  # 8 x 16 px images = 0.05 MB a batch: one batch
+  config = _input(ram_budget_mb=0.01)  # 8 x 16 px images = 0.0064 MB a batch: one batch
   batch = next(iter(input_pipeline.make_train_dataset(records, config,
                                                       per_process_batch_size=8, seed=0)))
   assert batch["image"].shape == (8, 16, 16, 3)
   with pytest.raises(ValueError, match="ram_budget_mb"):
-    input_pipeline.make_train_dataset(records, _input(ram_budget_mb=0.01),
+    input_pipeline.make_train_dataset(records, _input(ram_budget_mb=0.005),
                                       per_process_batch_size=8, seed=0)

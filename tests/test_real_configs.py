@@ -59,7 +59,7 @@ def test_points_are_x_then_y_through_the_pipeline(fixture_data_dir, dataset, poi
       if not ok:
         assert weight == 0 and np.all(got == -1)
         continue
-      want = _expected_in_central_crop(p, image.height, image.width, 1.0)
+      want = _expected_in_central_crop(p, image.shape[0], image.shape[1], 1.0)
       if np.all((want >= 0) & (want <= 1)):
         np.testing.assert_allclose(got, want, atol=1e-5)
         checked += 1

@@ -11,8 +11,10 @@ and builds, per setting `VARIANT:CORES`:
   box; what big_vision's `decode_jpeg_and_inception_crop` does) -> resize -> flip -> [-1, 1];
 batched (`--batch_size`), `num_parallel_calls` = CORES, tf.data's private thread pool of CORES
 threads, intra-op parallelism 1, and this process pinned to CORES cores. Resize: bilinear without
-antialiasing by default (tf.image.resize's and big_vision's default; ours is PIL bicubic with
-antialiasing), `--resize bicubic` for the same kernel family as ours.
+antialiasing by default (tf.image.resize's and big_vision's default, and ours: OpenCV's
+INTER_LINEAR), `--resize bicubic` for the bicubic kernel. The peer hands float32 [-1, 1] batches
+over, as tf.data pipelines do (tf.image.resize returns float32); ours hands uint8 over and the
+model scales it on the device.
 Timing as ours: `--warmup` untimed repetitions, then `--repeats` x `--batches` batches.
 """
 

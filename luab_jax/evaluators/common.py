@@ -195,6 +195,8 @@ def eval_data(fns: ModelFns, name: str, source, input_config, *, batch_size: int
   """EvalData with the run's evaluation crop (`input.image_size`, `input.eval_crop_fraction`)."""
   transform = transforms.EvalTransform(
       image_size=input_config.image_size, crop_fraction=input_config.eval_crop_fraction,
+      resize_method=input_config.get("eval_resize_method",
+                                     transforms.EvalTransform.resize_method),
       keep_keys=tuple(keep_keys), num_points=fns.num_points, num_classes=fns.num_classes,
       label_key=label_key, label_set_key=label_set_key, box_key=box_key, max_boxes=max_boxes)
   return EvalData(name, source, transform, input_config, batch_size)

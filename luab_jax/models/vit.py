@@ -16,7 +16,8 @@ Variants are named "NAME/PATCH", e.g. "B/16", "S/8", "Ti/32", "mu/8":
 
 `width`, `depth`, `mlp_dim` and `num_heads` passed to `ViT` override the variant's values.
 
-Outputs of `ViT(...)(images)`, images float [B, S, S, 3] already normalised, S = image_size:
+Outputs of `ViT(...)(images)`, images uint8 pixels [B, S, S, 3] (as the input pipeline ships
+them) or float already in [-1, 1] (`to_input_range`), S = image_size:
   "logits"      [B, num_classes]     float32
   "points"      [B, num_points, 2]   float32; [..., 0] is x (rightwards), [..., 1] is y
                                      (downwards), both in [0, 1] image coordinates when trained
@@ -177,6 +178,18 @@ def remat_policy(remat: str):
                      f"jax.checkpoint_policies such as 'dots_saveable' or "
                      f"'dots_with_no_batch_dims_saveable'.")
   return policy
+
+
+def to_input_range(images, dtype):
+  """Images as the model's input: uint8 pixels -> [-1, 1] (big_vision's value range), in `dtype`.
+
+  The input pipeline ships uint8 (a quarter of float32's bytes through the Grain workers and to
+  the device) and the scaling runs here, fused into the patch embedding by XLA. Float images
+  are taken as already in [-1, 1].
+  """
+  if images.dtype == jnp.uint8:
+    images = images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+  return images.astype(dtype)
 
 
 def _tokenwise(linear: nnx.Linear, x):
@@ -424,7 +437,7 @@ class ViT(nnx.Module):
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
       raise ValueError(f"ViT expects images [B, {', '.join(map(str, expected))}]; got shape "
                        f"{tuple(images.shape)}.")
-    x = self._embed_patches(images.astype(self.dtype))  # [B, N, D]
+    x = self._embed_patches(to_input_range(images, self.dtype))  # [B, N, D]
     batch = x.shape[0]
     if self.pool_type == "tok":
       cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (batch, 1, self.width))

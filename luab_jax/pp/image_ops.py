@@ -1,40 +1,108 @@
-"""Image decoding and resampling on the host (numpy + PIL), used inside Grain transforms.
+"""Image decoding (libjpeg-turbo, PIL) and resampling (OpenCV) on the host, in Grain transforms.
 
 The crop box is chosen before any pixel is decoded: `open_image` reads only the header (the
 image size), the caller samples its box in original pixels, and `load_rgb` then decodes a JPEG
-at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg's scaled IDCT through PIL's `draft`)
-whenever the box is still at least the output size at that scale (`draft_scale`). `crop_resize`
-takes the box in original pixels and the scale actually decoded, so crop boxes and the points
-that follow them (`geometry.points_into_crop`, always in original pixels) do not depend on the
-decode scale; only the resampled pixels differ slightly (DCT-domain downscaling, then the
-resize). For 224 px crops of ImageNet-sized photos (~500 x 375) no reduction keeps 224 px, so
-those decode at full size; larger photos, or smaller outputs, decode at reduced size.
+at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg's scaled IDCT) whenever the box is still at
+least the output size at that scale (`draft_scale`). `crop_resize` takes the box in original
+pixels and the scale actually decoded, so crop boxes and the points that follow them
+(`geometry.points_into_crop`, always in original pixels) do not depend on the decode scale;
+only the resampled pixels differ slightly (DCT-domain downscaling, then the resize). For 224 px
+crops of ImageNet-sized photos (~500 x 375) no reduction keeps 224 px, so those decode at full
+size; larger photos, or smaller outputs, decode at reduced size.
+
+Decoders: JPEGs go straight to libjpeg-turbo through simplejpeg (straight into a numpy array,
+20 % faster than through PIL; bit-identical pixels for YCbCr and grayscale JPEGs, CMYK within
+one level), in strict mode, so a truncated or corrupt file raises instead of coming back with
+grey rows. Other formats (PNG, ...) and the rare JPEG whose header libjpeg-turbo's simple API
+does not take (unusual chroma sampling) are decoded by PIL, which raises on a truncated file
+too. Either way the result is RGB: CMYK, grayscale, palette and RGBA input are converted.
+
+Resizing is OpenCV's SIMD kernels, 5-10x faster than PIL's (BENCHMARKS.md, Input pipeline).
+`RESIZE_METHODS`:
+- "bilinear": OpenCV INTER_LINEAR, no antialiasing, like `tf.image.resize` and big_vision's
+  `inception_crop` (the training default);
+- "area": INTER_AREA, each output pixel averages the input pixels it covers, so downscaling is
+  antialiased (big_vision's `resize_small` default; the evaluation default); upscaling is
+  bilinear;
+- "bicubic": INTER_CUBIC, no antialiasing.
+Images leave the host as uint8; the model maps them to its input range on the device
+(`models/vit.py`), so workers compute and copy 4x fewer bytes than float32 would need.
 """
 
+import dataclasses
 import io
+import math
 
+import cv2
 import numpy as np
 from PIL import Image
+import simplejpeg
 
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+RESIZE_METHODS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
+                  "bicubic": cv2.INTER_CUBIC}
 _DRAFT_SCALES = (8, 4, 2)
+_JPEG_START = b"\xff\xd8"
+# Grain runs one transform per worker thread or process; OpenCV's own thread pool on top of
+# that only oversubscribes the cores (a 224 px resize is far too small to split).
+cv2.setNumThreads(1)
 
 
-def open_image(image, *, name: str = "<record>") -> Image.Image:
+def check_resize_method(method: str, key: str = "resize_method") -> None:
+  """Raises ValueError naming `key` unless `method` is one of RESIZE_METHODS."""
+  if method not in RESIZE_METHODS:
+    raise ValueError(f"{key}={method!r} is not a resize method; use one of "
+                     f"{sorted(RESIZE_METHODS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedImage:
+  """An image whose size is known and whose pixels are not decoded yet (`load_rgb` does).
+
+  Exactly one of `jpeg` (bytes for libjpeg-turbo), `pil` (an opened PIL image) and `pixels`
+  (an array that needs no decoding) is set.
+  """
+  width: int
+  height: int
+  jpeg: bytes | None = None
+  pil: Image.Image | None = None
+  pixels: np.ndarray | None = None
+
+  @property
+  def size(self) -> tuple[int, int]:
+    return self.width, self.height
+
+
+def _rgb_array(pixels: np.ndarray) -> np.ndarray:
+  if pixels.ndim == 3 and pixels.shape[-1] == 1:
+    pixels = pixels[..., 0]
+  if pixels.ndim == 2:
+    return np.repeat(pixels[..., None], 3, axis=-1)
+  if pixels.ndim == 3 and pixels.shape[-1] == 4:
+    return np.ascontiguousarray(pixels[..., :3])
+  return pixels
+
+
+def open_image(image, *, name: str = "<record>") -> OpenedImage:
   """Opens encoded bytes (JPEG, PNG, ...) or wraps a uint8 array; encoded pixels stay unread.
 
-  Only the header is parsed, so `.size` is known and `load_rgb` may still choose a reduced
+  Only the header is parsed, so the size is known and `load_rgb` may still choose a reduced
   decode. Raises ValueError naming `name` (file name or record id) if even the header is bad.
   """
   if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
-    return Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1
-                           else image)
+    return OpenedImage(image.shape[1], image.shape[0], pixels=image)
   if isinstance(image, np.ndarray):
     image = image.item() if image.ndim == 0 else image.tobytes()
+  if image[:2] == _JPEG_START:
+    try:
+      height, width, _, _ = simplejpeg.decode_jpeg_header(image)
+      return OpenedImage(width, height, jpeg=image)
+    except ValueError:
+      pass  # Not a header libjpeg-turbo's simple API takes: PIL reads it, or names the error.
   try:
-    return Image.open(io.BytesIO(image))
+    pil = Image.open(io.BytesIO(image))
   except Exception as e:
     raise ValueError(f"Cannot decode the image of {name}: {e}") from e
+  return OpenedImage(pil.width, pil.height, pil=pil)
 
 
 def draft_scale(box, size: int) -> int:
@@ -46,58 +114,62 @@ def draft_scale(box, size: int) -> int:
   return 1
 
 
-def load_rgb(pil: Image.Image, *, name: str = "<record>", scale: int = 1):
+def load_rgb(image: OpenedImage, *, name: str = "<record>", scale: int = 1):
   """Decodes an opened image, at 1/`scale` in the DCT domain where the format allows it (JPEG).
 
-  Returns (RGB image, the scale actually decoded: original width / decoded width, 1.0 for
-  formats without reduced decoding). Forces three channels: ImageNet holds CMYK and grayscale
-  JPEGs, which would otherwise come back with 4 or 1 channels. Raises ValueError naming `name`
-  for a truncated or undecodable image.
+  Returns (uint8 RGB array [H', W', 3], the scale actually decoded: original width / decoded
+  width, 1.0 for formats without reduced decoding). Forces three channels: ImageNet holds CMYK
+  and grayscale JPEGs, which would otherwise come back with 4 or 1 channels. Raises ValueError
+  naming `name` for a truncated or undecodable image.
   """
-  actual = 1.0
   try:
+    if image.jpeg is not None:
+      # libjpeg's scaled output is ceil(size / scale): the smallest size >= these minimums.
+      pixels = simplejpeg.decode_jpeg(
+          image.jpeg, colorspace="RGB", min_height=math.ceil(image.height / scale),
+          min_width=math.ceil(image.width / scale), strict=True)
+      return pixels, image.width / pixels.shape[1]
+    if image.pixels is not None:
+      return _rgb_array(image.pixels), 1.0
+    pil, actual = image.pil, 1.0
     if scale > 1 and pil.format == "JPEG":
-      width, height = pil.size
-      drafted = pil.draft("RGB", (width // scale, height // scale))
+      drafted = pil.draft("RGB", (image.width // scale, image.height // scale))
       if drafted is not None:  # (mode, box of the decoded image in original pixels / scale)
-        actual = width / drafted[1][2]
+        actual = image.width / drafted[1][2]
     pil.load()
+    return np.asarray(pil if pil.mode == "RGB" else pil.convert("RGB")), actual
   except Exception as e:
     raise ValueError(f"Cannot decode the image of {name}: {e}") from e
-  return (pil if pil.mode == "RGB" else pil.convert("RGB")), actual
 
 
-def decode_rgb(image, *, name: str = "<record>") -> Image.Image:
-  """Decodes encoded bytes (JPEG, PNG, ...) or a uint8 array into an RGB PIL image, full size.
+def decode_rgb(image, *, name: str = "<record>") -> np.ndarray:
+  """Decodes encoded bytes (JPEG, PNG, ...) or a uint8 array into uint8 RGB [H, W, 3], full size.
 
   `name` (file name or record id) is put in the error message.
   """
   return load_rgb(open_image(image, name=name), name=name)[0]
 
 
-def crop_resize(image: Image.Image, box, size: int, *, method: str = "bicubic",
-                scale: float = 1.0, flip: bool = False) -> np.ndarray:
+def crop_resize(image, box, size: int, *, method: str = "bilinear", scale: float = 1.0,
+                flip: bool = False) -> np.ndarray:
   """Crops `box` = (top, left, height, width) and resizes it to size x size, as uint8 [S, S, 3].
 
-  `box` is in pixels of the original image; `scale` is how much smaller `image` was decoded
-  (`load_rgb`), so the box is taken at box / scale (PIL resamples a fractional box exactly).
-  `flip` mirrors the result left-right (in PIL: cheaper than a strided numpy copy later).
+  `image` is a decoded uint8 RGB array [H, W, 3] (`load_rgb`) or PIL image. `box` is in pixels of the
+  original image; `scale` is how much smaller `image` was decoded (`load_rgb`), so the box is
+  taken at box / scale, rounded to whole decoded pixels (at most half a decoded pixel, i.e.
+  under 0.25 % of a box that a reduced decode allows; the points follow the box in original
+  pixels exactly). `flip` mirrors the result left-right.
   """
+  pixels = np.asarray(image)
   top, left, h, w = box
-  resized = image.resize((size, size), resample=_RESAMPLE[method],
-                         box=(left / scale, top / scale, (left + w) / scale, (top + h) / scale))
-  if flip:
-    resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-  return np.asarray(resized, dtype=np.uint8)
+  if scale != 1.0:
+    bottom, right = round((top + h) / scale), round((left + w) / scale)
+    top, left = round(top / scale), round(left / scale)
+    h, w = max(1, bottom - top), max(1, right - left)
+  crop = pixels[top:top + h, left:left + w]
+  if crop.shape[:2] != (h, w):
+    raise ValueError(f"Crop box {box} (decoded at 1/{scale:g}) leaves the image of shape "
+                     f"{pixels.shape}.")
+  resized = cv2.resize(crop, (size, size), interpolation=RESIZE_METHODS[method])
+  return cv2.flip(resized, 1) if flip else resized
 
-
-def to_minus_one_one(image: np.ndarray) -> np.ndarray:
-  """uint8 [0, 255] -> float32 [-1, 1], the input range of the ViT (big_vision's value_range).
-
-  One multiply into a fresh float32 array and an in-place subtract: the same float32 values as
-  `image.astype(np.float32) * (2 / 255) - 1`, with one temporary array fewer.
-  """
-  out = np.empty(image.shape, np.float32)
-  np.multiply(image, np.float32(2.0 / 255.0), out=out, dtype=np.float32)
-  out -= np.float32(1.0)
-  return out

@@ -8,7 +8,8 @@ Input record (what the TFDS builders of this project write):
   (COCO-AB); or none at all (ImageNet validation), which gives `num_points` missing points;
 - optional `file_name` (used in error messages) and extra keys such as `bg_label`.
 
-Output example: `image` float32 [S, S, 3] in [-1, 1]; `label` int32 or `labels` float32 [C];
+Output example: `image` uint8 [S, S, 3] (the model maps it to [-1, 1] on the device, so the
+workers and the host-to-device copy move a quarter of the bytes of float32); `label` int32 or `labels` float32 [C];
 `points` float32 [P, 2] in crop coordinates (-1 where missing); `point_weight` float32 [P].
 Training examples add `weight` float32 (1, or 0 for an undecodable image) and `bad_points`
 int32 (the number of clicks dropped as non-finite or outside the image).
@@ -109,8 +110,11 @@ class TrainTransform(grain.transforms.RandomMap):
   scale: tuple[float, float] = (0.08, 1.0)
   ratio: tuple[float, float] = (3 / 4, 4 / 3)
   flip: bool = True
-  resize_method: str = "bicubic"
+  resize_method: str = "bilinear"  # image_ops.RESIZE_METHODS; big_vision's inception_crop.
   num_points: int = 1
+
+  def __post_init__(self):
+    image_ops.check_resize_method(self.resize_method)
 
   def random_map(self, record, rng: np.random.Generator):
     name = _record_name(record)
@@ -130,7 +134,7 @@ class TrainTransform(grain.transforms.RandomMap):
     points, valid, bad_points = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=flip)
     return {
-        "image": image_ops.to_minus_one_one(pixels),
+        "image": pixels,
         **_label_fields(record, targets, weights, valid),
         "points": targets,
         "point_weight": weights,
@@ -144,7 +148,7 @@ class TrainTransform(grain.transforms.RandomMap):
     if "labels" in labels:  # No crop was taken: no positive is known to be inside it.
       labels = {"labels": np.zeros_like(labels["labels"])}
     return {
-        "image": np.zeros((self.image_size, self.image_size, 3), np.float32),
+        "image": np.zeros((self.image_size, self.image_size, 3), np.uint8),
         **labels,
         "points": np.full((self.num_points, 2), geometry.MISSING, np.float32),
         "point_weight": np.zeros(self.num_points, np.float32),
@@ -165,7 +169,8 @@ class EvalTransform(grain.transforms.Map):
   """
   image_size: int
   crop_fraction: float = 0.875
-  resize_method: str = "bicubic"
+  # Antialiased downscaling of the central crop, as big_vision's resize_small.
+  resize_method: str = "area"
   keep_keys: tuple[str, ...] = ()
   num_points: int = 1
   label_key: str | None = "label"
@@ -173,6 +178,9 @@ class EvalTransform(grain.transforms.Map):
   num_classes: int | None = None
   box_key: str | None = None
   max_boxes: int = 1
+
+  def __post_init__(self):
+    image_ops.check_resize_method(self.resize_method)
 
   def _label_set(self, record):
     if self.num_classes is None:
@@ -213,7 +221,7 @@ class EvalTransform(grain.transforms.Map):
     points, valid, _ = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=False)
     example = {
-        "image": image_ops.to_minus_one_one(pixels),
+        "image": pixels,
         # Evaluation keeps every ground-truth label: the crop rule is a training augmentation.
         **_label_fields(record, label_key=self.label_key),
         "points": targets,
