@@ -14,7 +14,10 @@ images/s median (from the median time), min and max; per core = total / CORES. T
 train-step rate this input can feed is its images/s (the consumer here does nothing else).
 
 `loop` settings time our transform alone (`TrainTransform.random_map` on records already read,
-a Python loop, one core, no Grain): the like-for-like core of the tf.data peer.
+a Python loop, one core, no Grain): the like-for-like core of the tf.data peer. `--stages`
+instead times, on one core and per element, the Grain dataset built up one stage at a time
+(record read + TFDS parse, Grain's source, + global shuffle, + `random_map` with the transform,
++ batch, + iterator), beside the transform alone: where the time over the transform goes.
 
 Prints the machine header and one JSON line per setting (benchmarks.timing.emit), then a table.
 """
@@ -94,6 +97,39 @@ def measure_loop(source, args) -> dict:
   return {"cores": 1, "images_per_s": stats.rate(n)}
 
 
+def measure_stages(source, args) -> list[dict]:
+  """ms per element of each cumulative stage of the training dataset, one core, no threads."""
+  import grain
+  from luab_jax.pp import transforms
+  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
+  transform = transforms.TrainTransform(image_size=args.image_size)
+  n, size = args.batches * args.batch_size, len(source)
+  records = [source[i] for i in range(min(size, n))]
+  rng = np.random.default_rng(0)
+  ds = grain.MapDataset.source(source)
+  shuffled = ds.shuffle(seed=0).repeat(None)
+  mapped = shuffled.random_map(transform, seed=1)
+  batched = mapped.batch(args.batch_size, drop_remainder=True)
+  iterator = iter(batched.to_iter_dataset(grain.ReadOptions(num_threads=0,
+                                                            prefetch_buffer_size=0)))
+  per_batch = args.batch_size
+  stages = {
+      "transform alone": (lambda i: transform.random_map(records[i % len(records)], rng), 1),
+      "record read + TFDS parse": (lambda i: source[i % size], 1),
+      "grain source": (lambda i: ds[i % size], 1),
+      "+ global shuffle": (lambda i: shuffled[i], 1),
+      "+ random_map (transform)": (lambda i: mapped[i], 1),
+      "+ batch": (lambda i: batched[i], per_batch),
+      "+ iterator (0 threads)": (lambda i: next(iterator), per_batch),
+  }
+  results = []
+  for name, (fn, elements) in stages.items():
+    calls = max(1, n // elements)
+    stats = timing.repeat(lambda: [fn(i) for i in range(calls)], warmup=1, repeats=args.repeats)
+    results.append({"stage": name, "ms_per_element": stats.median * 1e3 / (calls * elements)})
+  return results
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", default="/tmp/luab_input_bench",
@@ -106,6 +142,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--settings", default=",".join(DEFAULT_SETTINGS),
                       help="comma-separated: loop, or CORES:WORKERS:THREADS:PREFETCH")
+  parser.add_argument("--stages", action="store_true",
+                      help="time the pipeline's stages per element instead of --settings")
   parser.add_argument("--prepare_only", action="store_true")
   parser.add_argument("--out", default=None, help="also append the JSON lines here")
   args = parser.parse_args()
@@ -118,8 +156,13 @@ def main():
   from luab_jax.datasets import core
   core.hide_accelerators_from_tensorflow()
   source = core.get_source(DATASET, "train", data_dir)
-  header = timing.machine("jax", "grain", "pillow", "numpy")
+  header = timing.machine("jax", "grain", "simplejpeg", "opencv-python-headless", "pillow",
+                          "numpy")
   timing.emit({"kind": "header", "bench": "input_pipeline", **header}, args.out)
+  if args.stages:
+    for result in measure_stages(source, args):
+      timing.emit({"kind": "result", "bench": "input_stages", **result}, args.out)
+    return
   all_cores = set(os.sched_getaffinity(0))
   rows = []
   for setting in args.settings.split(","):
