@@ -18,8 +18,10 @@ the run of
              size);
   processes  the largest number of processes in the tree.
 
-Sampling misses peaks shorter than the interval. No cgroup figure: this machine's memory cgroup
-is shared with other jobs.
+The timeline in the JSON gives (seconds, tree_pss, tree_pss_anon): a footprint that grows with
+the data shows in the anonymous part (the file-backed part is the libraries, flat once they are
+loaded; ArrayRecord shards are read with pread, not mapped). Sampling misses peaks shorter than
+the interval. No cgroup figure: this machine's memory cgroup is shared with other jobs.
 
 Runs (each under `--lock`, held as `flock FILE cmd` would):
   train    `python -m luab_jax.train --config configs/demo.py:data_dir=D,steps=S` in a new work
@@ -28,7 +30,8 @@ Runs (each under `--lock`, held as `flock FILE cmd` would):
            once the pipeline is full; the timeline in the JSON shows it);
   eval N   `python -m luab_jax.evaluate` of that run's latest checkpoint with the localisation
            evaluator on `train[:N]` (20,000 records in all), for each N of `--eval_sizes`: its
-           peak should not grow with N.
+           peak should not grow with N (the evaluation pipeline reads at most `read_threads`
+           batches ahead, input_pipeline.eval_read_options).
 """
 
 import argparse
@@ -119,7 +122,8 @@ def measure(command, *, interval, lock, timeout, markers=()):
       s = sample_tree(proc.pid)
       for key in peaks:
         peaks[key] = max(peaks[key], s[key])
-      timeline.append((round(time.perf_counter() - started, 1), round(s["tree_pss"] / _GIB, 3)))
+      timeline.append((round(time.perf_counter() - started, 1), round(s["tree_pss"] / _GIB, 3),
+                       round(s["tree_pss_anon"] / _GIB, 3)))
       time.sleep(interval)
     proc.wait()
     reader.join(timeout=10)
@@ -131,7 +135,7 @@ def measure(command, *, interval, lock, timeout, markers=()):
   step = max(1, len(timeline) // 40)
   return {"peak_gib": gib(peaks), "seconds": round(seconds, 1),
           "peak_gib_before": {m: gib(v) for m, v in seen.items()},
-          "timeline_s_pss_gib": timeline[::step]}
+          "timeline_s_pss_anon_gib": timeline[::step]}
 
 
 def main():

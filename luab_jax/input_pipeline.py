@@ -12,7 +12,10 @@ process p's devices hold that block of the global batch). The iterator is a Grai
 the exact next batch.
 
 Eval: indices padded up to a whole number of global batches, so every process runs the same
-number of steps; padding examples carry `_mask = False` and each real example counts once.
+number of steps; padding examples carry `_mask = False` and each real example counts once. Its
+read-ahead is `read_threads` batches per process at most (`eval_read_options`), not
+`prefetch_buffer`: a single pass read at the model's pace gains nothing from a deep buffer, and
+a deep one makes host memory grow with the split (it only fills on splits long enough).
 """
 
 import math
@@ -67,6 +70,23 @@ def buffer_options(input_config, *, num_workers: int, batch_size: int,
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)
 
 
+def eval_read_options(options: grain.ReadOptions) -> grain.ReadOptions:
+  """`options` with the read-ahead cut to one batch per reading thread, for evaluation.
+
+  Grain keeps up to `prefetch_buffer_size` batches submitted to its `num_threads` threads; a
+  thread builds one batch at a time, so `num_threads` batches keep every thread busy and more
+  only wait in memory. Training wants the deep buffer (to ride out slow batches and the
+  trainer's pauses); evaluation reads its split once, as fast as the model consumes it, and
+  the reader outpaces the model, so a buffer of `prefetch_buffer` batches simply fills: the
+  demo's 32 batches of 250 x 64 px float32 images (12 MB each) added about 0.33 GiB of
+  anonymous memory to `luab_jax.evaluate`, and only on splits long enough to fill them, hence
+  a footprint that grew with the split (BENCHMARKS.md, Host memory). Evaluation speed on the
+  demo was the same with 2, 4, 8 or 32 batches.
+  """
+  prefetch = min(options.prefetch_buffer_size, options.num_threads)
+  return grain.ReadOptions(num_threads=options.num_threads, prefetch_buffer_size=prefetch)
+
+
 def _maybe_prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
@@ -108,8 +128,9 @@ def make_eval_dataset(source, transform: transforms.EvalTransform, input_config,
   """Padded evaluation batches for this process and the number of batches every process runs.
 
   `transform` (central crop, labels, points, boxes) is chosen by the evaluator; `input_config`
-  gives only the reading options (`read_threads`, `prefetch_buffer`, `eval_num_workers`,
-  `ram_budget_mb`).
+  gives only the reading options (`read_threads`, `eval_num_workers`, `ram_budget_mb`, and
+  `prefetch_buffer` as an upper bound: the read-ahead is at most `read_threads` batches per
+  process, see `eval_read_options`), so what it holds is a few batches whatever the split's size.
   """
   num_examples = len(source)
   if num_examples == 0:
@@ -125,7 +146,7 @@ def make_eval_dataset(source, transform: transforms.EvalTransform, input_config,
   ds = ds[jax.process_index()::jax.process_count()].map(load)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
   num_workers = input_config.get("eval_num_workers", 0)
-  ds = ds.to_iter_dataset(buffer_options(input_config, num_workers=num_workers,
-                                         batch_size=per_process_batch_size,
-                                         num_points=transform.num_points))
+  ds = ds.to_iter_dataset(eval_read_options(
+      buffer_options(input_config, num_workers=num_workers, batch_size=per_process_batch_size,
+                     num_points=transform.num_points)))
   return _maybe_prefetch(ds, num_workers), num_batches

@@ -1,11 +1,15 @@
 """`config.input.ram_budget_mb` bounds the batches Grain buffers, and fails clearly when it
 cannot hold one batch per input process."""
 
+import threading
+import time
+
 import ml_collections
 import numpy as np
 import pytest
 
 from luab_jax import input_pipeline
+from luab_jax.pp import transforms
 
 
 def _input(**overrides):
@@ -56,3 +60,41 @@ def test_train_dataset_runs_under_a_tight_budget():
   with pytest.raises(ValueError, match="ram_budget_mb"):
     input_pipeline.make_train_dataset(records, _input(ram_budget_mb=0.005),
                                       per_process_batch_size=8, seed=0)
+
+
+class _CountingSource:
+  """A random-access source that counts the records read."""
+
+  def __init__(self, records):
+    self._records, self._lock, self.reads = records, threading.Lock(), 0
+
+  def __len__(self):
+    return len(self._records)
+
+  def __getitem__(self, index):
+    with self._lock:
+      self.reads += 1
+    return self._records[index]
+
+
+def test_eval_read_ahead_is_one_batch_per_thread_whatever_the_split_size():
+  """Evaluation memory must not grow with the split: Grain may run at most `read_threads`
+  batches ahead of the consumer, not `prefetch_buffer` (64 here) batches."""
+  rng = np.random.default_rng(0)
+  records = [{"image": rng.integers(0, 255, (20, 24, 3), dtype=np.uint8), "label": i % 3,
+              "point": np.float32([0.5, 0.5]), "has_point": True} for i in range(8 * 80)]
+  source = _CountingSource(records)
+  config = _input(read_threads=2, prefetch_buffer=64)
+  options = input_pipeline.eval_read_options(
+      input_pipeline.buffer_options(config, num_workers=0, batch_size=8))
+  assert (options.num_threads, options.prefetch_buffer_size) == (2, 2)
+  dataset, num_batches = input_pipeline.make_eval_dataset(
+      source, transforms.EvalTransform(image_size=16, crop_fraction=1.0), config,
+      per_process_batch_size=8)
+  assert num_batches == 80
+  iterator = iter(dataset)
+  next(iterator)
+  time.sleep(1.0)  # Ample time for the reading threads to fill whatever buffer they have.
+  # One padding template + the batch handed out + 2 read ahead; the old buffer read 65 batches.
+  assert source.reads <= 1 + 8 * (1 + 2), source.reads
+  assert sum(1 for _ in iterator) == 79  # Every batch still comes, once.
