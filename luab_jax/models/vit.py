@@ -312,9 +312,9 @@ class SelfAttention(nnx.Module):
   checkpoints, parameter paths and sharding rules are those of `nnx.MultiHeadAttention`; the
   computation is written out because the layout matters for speed:
 
-  "xla": query, key and value are projected straight into [B, H, N, K] (heads before tokens),
-    the layout in which both attention matmuls are plain batched matmuls over (B, H); logits
-    and softmax in float32. On CPU one attention's forward + backward took 88 ms vs 116 ms
+  "xla": query, key and value come from one matmul (`_qkv`) laid out as [B, H, N, K] (heads
+    before tokens), the layout in which both attention matmuls are plain batched matmuls over
+    (B, H); logits and softmax in float32. On CPU one attention's forward + backward took 88 ms vs 116 ms
     for jax.nn.dot_product_attention on [B, N, H, K] inputs (micro-benchmark, ViT-Ti/16 sizes;
     with the patch-embedding and Dense changes: whole train step 1.12x faster, BENCHMARKS.md).
   "cudnn": jax.nn.dot_product_attention(implementation="cudnn") on [B, N, H, K], cuDNN's fused
