@@ -5,7 +5,7 @@ formulas, and the variants are timed in alternating rounds (shared-machine noise
     python -m benchmarks.ab_backward --variants base,all,-gelu --rounds 6
 
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
-(`LayerNorm`), qkv (`SelfAttention._qkv`: one query/key/value matmul), gelu (`gelu`). Variants:
+(`LayerNorm`), gelu (`gelu`). Variants:
 "base" = all plain, "all" = as committed, "-X" (or "-X-Y") = all but X plain, "+X" = only X kept.
 """
 
@@ -28,14 +28,9 @@ from benchmarks import train_step as train_step_bench
 from luab_jax.models import vit
 
 
-def _separate_projections(self, x):
-  return tuple(self._project(p, x, "bhnk") for p in (self.query, self.key, self.value))  # pylint: disable=protected-access
-
-
 PLAIN = {
     "bias": (vit, "add_bias", lambda x, b: x + b),
     "ln": (vit.LayerNorm, "__call__", nnx.LayerNorm.__call__),
-    "qkv": (vit.SelfAttention, "_qkv", _separate_projections),
     "gelu": (vit, "gelu", functools.partial(jax.nn.gelu, approximate=False)),
 }
 

@@ -403,8 +403,7 @@ def test_model_gradients_are_those_of_the_plain_formulation(monkeypatch):
   monkeypatch.setattr(vit, "add_bias", lambda x, b: x + b)
   monkeypatch.setattr(vit, "gelu", lambda x: jax.nn.gelu(x, approximate=False))
   monkeypatch.setattr(vit.LayerNorm, "__call__", nnx.LayerNorm.__call__)
-  monkeypatch.setattr(vit.SelfAttention, "_qkv", lambda self, x: tuple(
-      self._project(p, x, "bhnk") for p in (self.query, self.key, self.value)))
+  monkeypatch.setattr(vit, "dense", lambda x, kernel, bias: x @ kernel + bias)
   (want_loss, want_out), want = nnx.value_and_grad(loss, has_aux=True)(model, images)
   np.testing.assert_allclose(got_out["logits"], want_out["logits"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got_out["points"], want_out["points"], rtol=1e-5, atol=1e-5)

@@ -312,9 +312,9 @@ class SelfAttention(nnx.Module):
   checkpoints, parameter paths and sharding rules are those of `nnx.MultiHeadAttention`; the
   computation is written out because the layout matters for speed:
 
-  "xla": query, key and value come from one matmul (`_qkv`) laid out as [B, H, N, K] (heads
-    before tokens), the layout in which both attention matmuls are plain batched matmuls over
-    (B, H); logits and softmax in float32. On CPU one attention's forward + backward took 88 ms vs 116 ms
+  "xla": query, key and value projected (`_project`) into [B, H, N, K] (heads before
+    tokens), the layout in which both attention matmuls are plain batched matmuls over (B, H);
+    logits and softmax in float32. On CPU one attention's forward + backward took 88 ms vs 116 ms
     for jax.nn.dot_product_attention on [B, N, H, K] inputs (micro-benchmark, ViT-Ti/16 sizes;
     with the patch-embedding and Dense changes: whole train step 1.12x faster, BENCHMARKS.md).
   "cudnn": jax.nn.dot_product_attention(implementation="cudnn") on [B, N, H, K], cuDNN's fused
@@ -335,37 +335,33 @@ class SelfAttention(nnx.Module):
     self.implementation = implementation
     self.dtype = dtype
 
-  def _project(self, linear: nnx.LinearGeneral, x, spec: str):
-    kernel = linear.kernel[...].astype(self.dtype)
-    bias = linear.bias[...].astype(self.dtype)
-    # einsum's "...hk" output layout is what XLA materialises: "bhnk" puts heads before tokens.
-    y = jnp.einsum(f"bnd,dhk->{spec}", x, kernel)
-    return y + (bias[:, None, :] if spec == "bhnk" else bias)
+  def _project(self, linear: nnx.LinearGeneral, x, *, heads_first: bool):
+    """[B, N, D] -> [B, H, N, K] (heads_first) or [B, N, H, K]: a 2-D `dense`, then the layout.
 
-  def _qkv(self, x):
-    """[B, N, D] -> query, key, value [B, H, N, K] from ONE [B * N, D] x [D, 3 * H * K] matmul.
-
-    The three kernels are concatenated at call time (the parameters stay separate, see
-    `__init__`): one matmul, one bias gradient and one layout change instead of three of each.
+    Each projection stays its own matmul, so a kernel sharded over heads (tensor parallelism)
+    gives a head-sharded output without resharding. One fused [D, 3 * H * K] matmul of the
+    three kernels was no faster on CPU (2.07 vs 1.94 s per ViT-Ti/16 step, A/B in one process)
+    and would reshard the concatenated kernel on a `model` axis.
     """
     batch, length, width = x.shape
-    projections = (self.query, self.key, self.value)
-    kernel = jnp.concatenate([p.kernel[...].reshape(width, -1) for p in projections], axis=1)
-    bias = jnp.concatenate([p.bias[...].reshape(-1) for p in projections])
-    y = dense(x, kernel.astype(self.dtype), bias.astype(self.dtype))
-    y = y.reshape(batch, length, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-    return y[0], y[1], y[2]
+    kernel = linear.kernel[...].reshape(width, -1).astype(self.dtype)
+    bias = linear.bias[...].reshape(-1).astype(self.dtype)
+    y = dense(x, kernel, bias).reshape(batch, length, self.num_heads, self.head_dim)
+    return y.transpose(0, 2, 1, 3) if heads_first else y
 
   def __call__(self, x):
     x = x.astype(self.dtype)
     if self.implementation == "cudnn":
-      q, k, v = (constrain(self._project(p, x, "bnhk"), ("batch", "length", "heads", "head_dim"))
+      q, k, v = (constrain(self._project(p, x, heads_first=False),
+                           ("batch", "length", "heads", "head_dim"))
                  for p in (self.query, self.key, self.value))
       mixed = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
       mixed = constrain(mixed, ("batch", "length", "heads", "head_dim"))
       out = jnp.einsum("bnhk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
     else:
-      q, k, v = (constrain(y, ("batch", "heads", "length", "head_dim")) for y in self._qkv(x))
+      q, k, v = (constrain(self._project(p, x, heads_first=True),
+                           ("batch", "heads", "length", "head_dim"))
+                 for p in (self.query, self.key, self.value))
       logits = jnp.einsum("bhqk,bhsk->bhqs", q * jnp.asarray(self.head_dim ** -0.5, q.dtype), k,
                           preferred_element_type=jnp.float32)
       weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
