@@ -320,6 +320,12 @@ def test_attention_is_flax_multi_head_attention_with_the_same_parameters():
   nnx.update(flax_attention, ours_state)
   x = jax.random.normal(jax.random.key(2), (3, 7, width))
   np.testing.assert_allclose(ours(x), flax_attention(x), rtol=1e-5, atol=1e-5)
+  # And the same gradients (one query/key/value matmul, bias gradients as matmuls).
+  w = jax.random.normal(jax.random.key(3), (3, 7, width))
+  loss = lambda module, x: (module(x) * w).sum()
+  got, want = (nnx.grad(loss, argnums=(0, 1))(m, x) for m in (ours, flax_attention))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_patch_embedding_is_the_strided_convolution():
@@ -327,3 +333,82 @@ def test_patch_embedding_is_the_strided_convolution():
   images = _images(batch=3)
   want = model.embedding(images).reshape(3, -1, _TINY["width"])
   np.testing.assert_allclose(model._embed_patches(images), want, rtol=1e-5, atol=1e-5)
+
+
+def _loss_and_grads(fn, *args):
+  """fn(*args) and the gradients of a random projection of it w.r.t. every argument."""
+  w = jax.random.normal(jax.random.key(7), jax.eval_shape(fn, *args).shape)
+  return fn(*args), jax.grad(lambda *a: (fn(*a) * w).sum(), argnums=range(len(args)))(*args)
+
+
+def test_add_bias_and_dense_are_the_plain_formulas():
+  """The hand-written backward (bias gradient as a matmul with ones) is the autodiff one."""
+  x = jax.random.normal(jax.random.key(0), (3, 5, 8))
+  kernel = jax.random.normal(jax.random.key(1), (8, 6))
+  bias8, bias6 = (jax.random.normal(jax.random.key(2), (n,)) for n in (8, 6))
+  for ours, plain, bias in ((vit.add_bias, lambda x, b: x + b, bias8),
+                            (lambda x, b: vit.dense(x, kernel, b), lambda x, b: x @ kernel + b,
+                             bias6)):
+    got, want = _loss_and_grads(ours, x, bias), _loss_and_grads(plain, x, bias)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+    for a, b in zip(got[1], want[1], strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(vit.column_sum(x), x.sum((0, 1)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_is_flax_layer_norm(dtype):
+  """Same parameters, same values, same gradients as nnx.LayerNorm (scale and bias not 1/0)."""
+  ours = vit.LayerNorm(16, dtype=dtype, rngs=nnx.Rngs(0))
+  ours.scale[...] = jax.random.normal(jax.random.key(1), (16,))
+  ours.bias[...] = jax.random.normal(jax.random.key(2), (16,))
+  flax_norm = nnx.LayerNorm(16, dtype=dtype, rngs=nnx.Rngs(0))
+  nnx.update(flax_norm, nnx.state(ours))
+  x = (3 * jax.random.normal(jax.random.key(3), (4, 9, 16)) + 1).astype(dtype)
+  w = jax.random.normal(jax.random.key(4), x.shape)
+  loss = lambda module, x: (module(x).astype(jnp.float32) * w).sum()
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  assert ours(x).dtype == flax_norm(x).dtype == dtype
+  np.testing.assert_allclose(ours(x).astype(jnp.float32), flax_norm(x).astype(jnp.float32),
+                             rtol=tol, atol=tol)
+  got, want = (nnx.grad(loss, argnums=(0, 1))(m, x) for m in (ours, flax_norm))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(a.astype(jnp.float32), b.astype(jnp.float32),
+                               rtol=tol * 10, atol=tol * 10)
+
+
+def test_gelu_is_the_exact_gelu():
+  """Bit-identical forward to jax.nn.gelu(approximate=False); its gradient, also far out."""
+  x = jnp.concatenate([jnp.linspace(-12.0, 12.0, 1001),
+                       jax.random.normal(jax.random.key(0), (1000,)) * 3])
+  exact = lambda x: jax.nn.gelu(x, approximate=False)
+  np.testing.assert_array_equal(vit.gelu(x), exact(x))
+  np.testing.assert_array_equal(jax.jit(vit.gelu)(x), jax.jit(exact)(x))
+  grad = lambda f: jax.jit(jax.grad(lambda x: (f(x) * jnp.cos(x)).sum()))(x)
+  np.testing.assert_allclose(grad(vit.gelu), grad(exact), rtol=1e-5, atol=1e-6)
+
+
+def test_model_gradients_are_those_of_the_plain_formulation(monkeypatch):
+  """The whole ViT with the hand-written backward passes vs the same ViT built from the plain
+  formulas (x + b, nnx.LayerNorm, jax.nn.gelu, separate query/key/value projections)."""
+  model = _model(head_zero_init=False, point_head="softargmax")
+  images = _images(batch=3)
+
+  def loss(model, images):
+    out = model(images)
+    return (jnp.sin(out["logits"]).sum() + (out["points"] ** 2).sum()), out
+
+  (got_loss, got_out), got = nnx.value_and_grad(loss, has_aux=True)(model, images)
+  monkeypatch.setattr(vit, "add_bias", lambda x, b: x + b)
+  monkeypatch.setattr(vit, "gelu", lambda x: jax.nn.gelu(x, approximate=False))
+  monkeypatch.setattr(vit.LayerNorm, "__call__", nnx.LayerNorm.__call__)
+  monkeypatch.setattr(vit, "dense", lambda x, kernel, bias: x @ kernel + bias)
+  (want_loss, want_out), want = nnx.value_and_grad(loss, has_aux=True)(model, images)
+  np.testing.assert_allclose(got_out["logits"], want_out["logits"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got_out["points"], want_out["points"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  got, want = _by_name(nnx.state(got)), _by_name(nnx.state(want))
+  assert got.keys() == want.keys()
+  for name in got:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)

@@ -81,10 +81,12 @@ through `ACTIVATION_AXES`: the batch over ("data", "fsdp"), attention heads and 
 units over "model", everything else replicated. Outside a mesh the model is unconstrained.
 """
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 VARIANTS = {
@@ -192,15 +194,128 @@ def to_input_range(images, dtype):
   return images.astype(dtype)
 
 
-def _tokenwise(linear: nnx.Linear, x):
-  """A Dense layer on [..., features] as one 2-D matmul.
+# --- Building blocks with hand-written gradients for XLA:CPU ------------------------------------
+# Each computes exactly the forward of the plain formulation (tests/test_vit.py checks values
+# and gradients against it); only the backward pass is written differently, because XLA:CPU
+# turns every reduction over tokens (a bias or LayerNorm parameter gradient: a column sum over
+# B * N rows) into a reduce-window + reduce pair that ran at ~1 GB/s (7 ms for one [6272, 768]
+# fc1 bias gradient), where the same sum as a matmul with a ones vector takes 0.4 ms (oneDNN).
+# On GPU and TPU the matmul form costs about what the reduction costs.
+
+
+def column_sum(x):
+  """Sum of [..., F] over all leading axes, as ones[1, rows] @ x[rows, F]."""
+  rows = x.reshape(-1, x.shape[-1])
+  ones = jnp.ones((1, rows.shape[0]), x.dtype)
+  return jnp.dot(ones, rows, preferred_element_type=jnp.float32)[0].astype(x.dtype)
+
+
+@jax.custom_vjp
+def add_bias(x, bias):
+  """x [..., F] + bias [F]; the bias gradient is a `column_sum`."""
+  return x + bias
+
+
+def _add_bias_fwd(x, bias):
+  return x + bias, None
+
+
+def _add_bias_bwd(_, g):
+  return g, column_sum(g)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def dense(x, kernel, bias):
+  """x [..., D] @ kernel [D, F] + bias [F] as one 2-D matmul.
 
   On XLA:CPU the backward pass of a 3-D [B, N, D] x [D, M] dot_general (the kernel gradient
   contracts two dimensions) ran slower than the same maths on [B * N, D] (an MLP's forward +
   backward: 273 vs 170 ms in a micro-benchmark); on GPU and TPU the reshape is free.
   """
   lead = x.shape[:-1]
-  return linear(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+  y = add_bias(x.reshape(-1, x.shape[-1]) @ kernel, bias)
+  return y.reshape(*lead, -1)
+
+
+def _tokenwise(linear: nnx.Linear, x):
+  """An nnx.Linear applied through `dense` (same parameters and result)."""
+  return dense(x, linear.kernel[...].astype(linear.dtype or x.dtype),
+               linear.bias[...].astype(linear.dtype or x.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x, scale, bias, epsilon):
+  """LayerNorm over the last axis, as nnx.LayerNorm computes it (fast variance, float32 stats).
+
+  The backward pass is the textbook one, with the scale and bias gradients as `column_sum`s.
+  """
+  return _layer_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon):
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.maximum(0.0, (x32 * x32).mean(-1, keepdims=True) - mean * mean)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  y = (x32 - mean) * (rstd * scale) + bias
+  return y.astype(x.dtype), (x, mean, rstd, scale)
+
+
+def _layer_norm_bwd(epsilon, residuals, g):
+  del epsilon
+  x, mean, rstd, scale = residuals
+  g = g.astype(jnp.float32)
+  normed = (x.astype(jnp.float32) - mean) * rstd
+  g_normed = g * scale
+  dx = rstd * (g_normed - g_normed.mean(-1, keepdims=True)
+               - normed * (g_normed * normed).mean(-1, keepdims=True))
+  return (dx.astype(x.dtype), column_sum(g * normed).astype(scale.dtype),
+          column_sum(g).astype(scale.dtype))
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nnx.LayerNorm):
+  """nnx.LayerNorm (same parameters, same function) computed by `layer_norm`."""
+
+  def __call__(self, x):
+    x, scale, bias = self.promote_dtype((x, self.scale[...], self.bias[...]), dtype=self.dtype)
+    return layer_norm(x, scale, bias, self.epsilon)
+
+
+_SQRT_HALF = float(np.sqrt(0.5))
+_INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
+
+
+@jax.custom_vjp
+def gelu(x):
+  """Exact (erf) GELU x * Phi(x): jax.nn.gelu(x, approximate=False), with a cheaper backward.
+
+  Autodiff kept erfc's intermediates for the backward pass, and XLA:CPU then split erfc (two
+  polynomial branches and an exp) into several fusions over [B * N, M] (forward + backward
+  ~22 ms per ViT-Ti/16 MLP). Here the backward recomputes Phi(x) from x in one fusion:
+  d/dx x Phi(x) = Phi(x) + x phi(x) (~7 ms). The optimization barrier keeps XLA from merging
+  that recomputation with the forward's erfc (common subexpression), which would bring the
+  split back.
+  """
+  return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_fwd(x):
+  return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+  x = jax.lax.optimization_barrier(x)
+  cdf = 0.5 * jax.lax.erfc(-x * jnp.asarray(_SQRT_HALF, x.dtype))
+  pdf = jnp.exp(-0.5 * x * x) * jnp.asarray(_INV_SQRT_2PI, x.dtype)
+  return (g * (cdf + x * pdf),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 class SelfAttention(nnx.Module):
@@ -210,9 +325,9 @@ class SelfAttention(nnx.Module):
   checkpoints, parameter paths and sharding rules are those of `nnx.MultiHeadAttention`; the
   computation is written out because the layout matters for speed:
 
-  "xla": query, key and value are projected straight into [B, H, N, K] (heads before tokens),
-    the layout in which both attention matmuls are plain batched matmuls over (B, H); logits
-    and softmax in float32. On CPU one attention's forward + backward took 88 ms vs 116 ms
+  "xla": query, key and value projected (`_project`) into [B, H, N, K] (heads before
+    tokens), the layout in which both attention matmuls are plain batched matmuls over (B, H);
+    logits and softmax in float32. On CPU one attention's forward + backward took 88 ms vs 116 ms
     for jax.nn.dot_product_attention on [B, N, H, K] inputs (micro-benchmark, ViT-Ti/16 sizes;
     with the patch-embedding and Dense changes: whole train step 1.12x faster, BENCHMARKS.md).
   "cudnn": jax.nn.dot_product_attention(implementation="cudnn") on [B, N, H, K], cuDNN's fused
@@ -233,23 +348,32 @@ class SelfAttention(nnx.Module):
     self.implementation = implementation
     self.dtype = dtype
 
-  def _project(self, linear: nnx.LinearGeneral, x, spec: str):
-    kernel = linear.kernel[...].astype(self.dtype)
-    bias = linear.bias[...].astype(self.dtype)
-    # einsum's "...hk" output layout is what XLA materialises: "bhnk" puts heads before tokens.
-    y = jnp.einsum(f"bnd,dhk->{spec}", x, kernel)
-    return y + (bias[:, None, :] if spec == "bhnk" else bias)
+  def _project(self, linear: nnx.LinearGeneral, x, *, heads_first: bool):
+    """[B, N, D] -> [B, H, N, K] (heads_first) or [B, N, H, K]: a 2-D `dense`, then the layout.
+
+    Each projection stays its own matmul, so a kernel sharded over heads (tensor parallelism)
+    gives a head-sharded output without resharding. One fused [D, 3 * H * K] matmul of the
+    three kernels was no faster on CPU (2.07 vs 1.94 s per ViT-Ti/16 step, A/B in one process)
+    and would reshard the concatenated kernel on a `model` axis.
+    """
+    batch, length, width = x.shape
+    kernel = linear.kernel[...].reshape(width, -1).astype(self.dtype)
+    bias = linear.bias[...].reshape(-1).astype(self.dtype)
+    y = dense(x, kernel, bias).reshape(batch, length, self.num_heads, self.head_dim)
+    return y.transpose(0, 2, 1, 3) if heads_first else y
 
   def __call__(self, x):
     x = x.astype(self.dtype)
     if self.implementation == "cudnn":
-      q, k, v = (constrain(self._project(p, x, "bnhk"), ("batch", "length", "heads", "head_dim"))
+      q, k, v = (constrain(self._project(p, x, heads_first=False),
+                           ("batch", "length", "heads", "head_dim"))
                  for p in (self.query, self.key, self.value))
       mixed = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
       mixed = constrain(mixed, ("batch", "length", "heads", "head_dim"))
       out = jnp.einsum("bnhk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
     else:
-      q, k, v = (constrain(self._project(p, x, "bhnk"), ("batch", "heads", "length", "head_dim"))
+      q, k, v = (constrain(self._project(p, x, heads_first=True),
+                           ("batch", "heads", "length", "head_dim"))
                  for p in (self.query, self.key, self.value))
       logits = jnp.einsum("bhqk,bhsk->bhqs", q * jnp.asarray(self.head_dim ** -0.5, q.dtype), k,
                           preferred_element_type=jnp.float32)
@@ -257,7 +381,7 @@ class SelfAttention(nnx.Module):
       mixed = jnp.einsum("bhqs,bhsk->bhqk", weights, v)
       mixed = constrain(mixed, ("batch", "heads", "length", "head_dim"))
       out = jnp.einsum("bhnk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
-    return out + self.out.bias[...].astype(self.dtype)
+    return add_bias(out, self.out.bias[...].astype(self.dtype))
 
 
 class Mlp(nnx.Module):
@@ -273,7 +397,7 @@ class Mlp(nnx.Module):
 
   def __call__(self, x):
     # Exact (erf) GELU as in the original ViT and timm, so that ported weights behave the same.
-    hidden = jax.nn.gelu(_tokenwise(self.fc1, x), approximate=False)
+    hidden = gelu(_tokenwise(self.fc1, x))
     if hidden.ndim == 3:  # Tokens [B, N, M]; the point head's [B, M] stays unconstrained.
       hidden = constrain(hidden, ("batch", "length", "mlp"))
     return _tokenwise(self.fc2, hidden)
@@ -285,11 +409,11 @@ class EncoderBlock(nnx.Module):
   def __init__(self, width: int, mlp_dim: int, num_heads: int, *, attention: str, dtype,
                param_dtype, rngs: nnx.Rngs):
     common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.ln1 = nnx.LayerNorm(width, **common)
+    self.ln1 = LayerNorm(width, **common)
     # Separate query/key/value/out projections: the layout of the flax and big_vision ViT
     # checkpoints, and each kernel can be sharded on its own.
     self.attn = SelfAttention(width, num_heads, implementation=attention, **common)
-    self.ln2 = nnx.LayerNorm(width, **common)
+    self.ln2 = LayerNorm(width, **common)
     self.mlp = Mlp(width, mlp_dim, width, **common)
 
   def __call__(self, x):
@@ -325,7 +449,7 @@ class Encoder(nnx.Module):
       # containers as part of the state.
       self.blocks = nnx.List([EncoderBlock(*block_args, attention=attention, **common,
                                            rngs=rngs) for _ in range(depth)])
-    self.norm = nnx.LayerNorm(width, **common, rngs=rngs)
+    self.norm = LayerNorm(width, **common, rngs=rngs)
 
   def __call__(self, x):
     apply = _apply_block

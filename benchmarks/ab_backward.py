@@ -1,0 +1,95 @@
+"""A/B of the ViT's hand-written backward passes, in one process: each variant is the real
+train step (benchmarks/train_step.py, demo recipe) built with some of them replaced by the plain
+formulas, and the variants are timed in alternating rounds (shared-machine noise falls on all).
+
+    python -m benchmarks.ab_backward --variants base,all,-gelu --rounds 6
+
+Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
+(`LayerNorm`), gelu (`gelu`). Variants:
+"base" = all plain, "all" = as committed, "-X" (or "-X-Y") = all but X plain, "+X" = only X kept.
+"""
+
+import argparse
+import contextlib
+import functools
+import statistics
+import time
+
+from luab_jax import xla_flags
+
+xla_flags.set_defaults()  # Before JAX starts a backend.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+from flax import nnx
+
+from benchmarks import timing
+from benchmarks import train_step as train_step_bench
+from luab_jax.models import vit
+
+
+PLAIN = {
+    "bias": (vit, "add_bias", lambda x, b: x + b),
+    "ln": (vit.LayerNorm, "__call__", nnx.LayerNorm.__call__),
+    "gelu": (vit, "gelu", functools.partial(jax.nn.gelu, approximate=False)),
+}
+
+
+def plain_levers(variant: str) -> list[str]:
+  if variant == "base":
+    return list(PLAIN)
+  if variant == "all":
+    return []
+  if variant[0] == "-":
+    return variant[1:].split("-")
+  if variant[0] == "+":
+    return [name for name in PLAIN if name not in variant[1:].split("+")]
+  raise ValueError(f"Unknown variant {variant!r}.")
+
+
+@contextlib.contextmanager
+def plain(levers):
+  saved = [(owner, name, getattr(owner, name)) for owner, name, _ in map(PLAIN.get, levers)]
+  for owner, name, value in map(PLAIN.get, levers):
+    setattr(owner, name, value)
+  try:
+    yield
+  finally:
+    for owner, name, value in saved:
+      setattr(owner, name, value)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--case", default="Ti/16@224:32")
+  parser.add_argument("--variants", default="base,all")
+  parser.add_argument("--rounds", type=int, default=6)
+  parser.add_argument("--steps_per_round", type=int, default=1)
+  args = parser.parse_args()
+  variant_name, size, batch = timing.parse_case(args.case)
+  config = train_step_bench.case_config(variant_name, size, batch, 4.0, "float32")
+  variants = args.variants.split(",")
+  runs = {}
+  for variant in variants:
+    with plain(plain_levers(variant)):  # The step is traced at its first call, in here.
+      run, _ = train_step_bench.build_step(config)
+      run()
+      run()
+    runs[variant] = run
+  times = {variant: [] for variant in variants}
+  for r in range(args.rounds):
+    for variant in variants if r % 2 == 0 else variants[::-1]:
+      for _ in range(args.steps_per_round):
+        start = time.perf_counter()
+        runs[variant]()
+        times[variant].append(time.perf_counter() - start)
+  for variant in variants:
+    median = statistics.median(times[variant])
+    timing.emit({"kind": "result", "variant": variant, "plain": plain_levers(variant),
+                 "case": args.case, "step_s": {"median": median, "min": min(times[variant]),
+                                                "max": max(times[variant])},
+                 "images_per_s": batch / median, "steps": len(times[variant])}, None)
+
+
+if __name__ == "__main__":
+  main()
