@@ -52,6 +52,9 @@ def get_config(arg=None):
       crop_scale=(0.08, 1.0),  # The official LUAB loader's RandomResizedCrop.
       crop_ratio=(3 / 4, 4 / 3),
       flip=True,
+      # big_vision's kernels: bilinear crops for training, antialiased (area) for evaluation.
+      resize_method="bilinear",
+      eval_resize_method="area",
       eval_crop_fraction=1.0,  # Objects reach the image borders: evaluate the whole image.
       num_workers=16,
       eval_num_workers=8,
