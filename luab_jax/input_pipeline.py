@@ -78,9 +78,9 @@ def eval_read_options(options: grain.ReadOptions) -> grain.ReadOptions:
   only wait in memory. Training wants the deep buffer (to ride out slow batches and the
   trainer's pauses); evaluation reads its split once, as fast as the model consumes it, and
   the reader outpaces the model, so a buffer of `prefetch_buffer` batches simply fills: the
-  demo's 32 batches of 250 x 64 px images (12 MB each as the float32 they were then) added ~0.33 GiB of
-  anonymous memory to `luab_jax.evaluate`, and only on splits long enough to fill them, hence
-  a footprint that grew with the split (BENCHMARKS.md, Host memory). Evaluation speed on the
+  demo's 32 batches of 250 x 64 px images (12 MB each as the float32 they were then) added
+  ~0.33 GiB of anonymous memory to `luab_jax.evaluate`, and only on splits long enough to fill
+  them, hence a footprint that grew with the split (BENCHMARKS.md, Host memory). Evaluation speed on the
   demo was the same with 2, 4, 8 or 32 batches.
   """
   prefetch = min(options.prefetch_buffer_size, options.num_threads)

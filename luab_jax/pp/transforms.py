@@ -9,8 +9,9 @@ Input record (what the TFDS builders of this project write):
 - optional `file_name` (used in error messages) and extra keys such as `bg_label`.
 
 Output example: `image` uint8 [S, S, 3] (the model maps it to [-1, 1] on the device, so the
-workers and the host-to-device copy move a quarter of the bytes of float32); `label` int32 or `labels` float32 [C];
-`points` float32 [P, 2] in crop coordinates (-1 where missing); `point_weight` float32 [P].
+workers and the host-to-device copy move a quarter of the bytes of float32); `label` int32 or
+`labels` float32 [C]; `points` float32 [P, 2] in crop coordinates (-1 where missing);
+`point_weight` float32 [P].
 Training examples add `weight` float32 (1, or 0 for an undecodable image) and `bad_points`
 int32 (the number of clicks dropped as non-finite or outside the image).
 
