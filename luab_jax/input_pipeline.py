@@ -80,8 +80,8 @@ def eval_read_options(options: grain.ReadOptions) -> grain.ReadOptions:
   the reader outpaces the model, so a buffer of `prefetch_buffer` batches simply fills: the
   demo's 32 batches of 250 x 64 px images (12 MB each as the float32 they were then) added
   ~0.33 GiB of anonymous memory to `luab_jax.evaluate`, and only on splits long enough to fill
-  them, hence a footprint that grew with the split (BENCHMARKS.md, Host memory). Evaluation speed on the
-  demo was the same with 2, 4, 8 or 32 batches.
+  them, hence a footprint that grew with the split (BENCHMARKS.md, Host memory). Evaluation
+  speed on the demo was the same with 2, 4, 8 or 32 batches.
   """
   prefetch = min(options.prefetch_buffer_size, options.num_threads)
   return grain.ReadOptions(num_threads=options.num_threads, prefetch_buffer_size=prefetch)
