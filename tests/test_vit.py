@@ -412,3 +412,23 @@ def test_model_gradients_are_those_of_the_plain_formulation(monkeypatch):
   assert got.keys() == want.keys()
   for name in got:
     np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_projections_for_other_platforms_compute_the_same(monkeypatch):
+  """`_project`'s einsum form (used for GPU and TPU programs) equals the CPU form, gradients
+  included."""
+  model = _model(head_zero_init=False)
+  images = _images(batch=2)
+
+  def loss(model, images):
+    out = model(images)
+    return jnp.sin(out["logits"]).sum() + (out["points"] ** 2).sum()
+
+  cpu_loss, cpu_grads = nnx.value_and_grad(loss)(model, images)
+  monkeypatch.setattr(vit, "_for_cpu", lambda: False)
+  other_loss, other_grads = nnx.value_and_grad(loss)(model, images)
+  np.testing.assert_allclose(other_loss, cpu_loss, rtol=1e-5)
+  cpu_grads, other_grads = _by_name(nnx.state(cpu_grads)), _by_name(nnx.state(other_grads))
+  for name in cpu_grads:
+    np.testing.assert_allclose(other_grads[name], cpu_grads[name], rtol=1e-4, atol=1e-5,
+                               err_msg=name)
