@@ -5,7 +5,8 @@ formulas, and the variants are timed in alternating rounds (shared-machine noise
     python -m benchmarks.ab_backward --variants base,all,-gelu --rounds 6
 
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
-(`LayerNorm`), gelu (`gelu`). Variants:
+(`LayerNorm`), gelu (`gelu`), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the
+einsum form other platforms get). Variants:
 "base" = all plain, "all" = as committed, "-X" (or "-X-Y") = all but X plain, "+X" = only X kept.
 """
 
@@ -32,6 +33,7 @@ PLAIN = {
     "bias": (vit, "add_bias", lambda x, b: x + b),
     "ln": (vit.LayerNorm, "__call__", nnx.LayerNorm.__call__),
     "gelu": (vit, "gelu", functools.partial(jax.nn.gelu, approximate=False)),
+    "proj": (vit, "_for_cpu", lambda: False),
 }
 
 

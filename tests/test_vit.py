@@ -320,7 +320,7 @@ def test_attention_is_flax_multi_head_attention_with_the_same_parameters():
   nnx.update(flax_attention, ours_state)
   x = jax.random.normal(jax.random.key(2), (3, 7, width))
   np.testing.assert_allclose(ours(x), flax_attention(x), rtol=1e-5, atol=1e-5)
-  # And the same gradients (one query/key/value matmul, bias gradients as matmuls).
+  # And the same gradients (2-D projections, bias gradients as matmuls).
   w = jax.random.normal(jax.random.key(3), (3, 7, width))
   loss = lambda module, x: (module(x) * w).sum()
   got, want = (nnx.grad(loss, argnums=(0, 1))(m, x) for m in (ours, flax_attention))
@@ -389,29 +389,38 @@ def test_gelu_is_the_exact_gelu():
   np.testing.assert_allclose(grad(vit.gelu), grad(exact), rtol=1e-5, atol=1e-6)
 
 
-def test_model_gradients_are_those_of_the_plain_formulation(monkeypatch):
-  """The whole ViT with the hand-written backward passes vs the same ViT built from the plain
-  formulas (x + b, nnx.LayerNorm, jax.nn.gelu, separate query/key/value projections)."""
-  model = _model(head_zero_init=False, point_head="softargmax")
-  images = _images(batch=3)
+def _model_loss_and_grads(model, images):
+  """(loss, outputs, gradients by parameter name) of a loss on both of the model's outputs."""
 
   def loss(model, images):
     out = model(images)
     return (jnp.sin(out["logits"]).sum() + (out["points"] ** 2).sum()), out
 
-  (got_loss, got_out), got = nnx.value_and_grad(loss, has_aux=True)(model, images)
+  (value, out), grads = nnx.value_and_grad(loss, has_aux=True)(model, images)
+  return value, out, _by_name(nnx.state(grads))
+
+
+def _assert_same_grads(got, want):
+  assert got.keys() == want.keys()
+  for name in got:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_model_gradients_are_those_of_the_plain_formulation(monkeypatch):
+  """The whole ViT with the hand-written backward passes vs the same ViT built from the plain
+  formulas (x + b, nnx.LayerNorm, jax.nn.gelu, x @ kernel + b)."""
+  model = _model(head_zero_init=False, point_head="softargmax")
+  images = _images(batch=3)
+  got_loss, got_out, got = _model_loss_and_grads(model, images)
   monkeypatch.setattr(vit, "add_bias", lambda x, b: x + b)
   monkeypatch.setattr(vit, "gelu", lambda x: jax.nn.gelu(x, approximate=False))
   monkeypatch.setattr(vit.LayerNorm, "__call__", nnx.LayerNorm.__call__)
   monkeypatch.setattr(vit, "dense", lambda x, kernel, bias: x @ kernel + bias)
-  (want_loss, want_out), want = nnx.value_and_grad(loss, has_aux=True)(model, images)
+  want_loss, want_out, want = _model_loss_and_grads(model, images)
   np.testing.assert_allclose(got_out["logits"], want_out["logits"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got_out["points"], want_out["points"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
-  got, want = _by_name(nnx.state(got)), _by_name(nnx.state(want))
-  assert got.keys() == want.keys()
-  for name in got:
-    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+  _assert_same_grads(got, want)
 
 
 def test_projections_for_other_platforms_compute_the_same(monkeypatch):
@@ -419,16 +428,8 @@ def test_projections_for_other_platforms_compute_the_same(monkeypatch):
   included."""
   model = _model(head_zero_init=False)
   images = _images(batch=2)
-
-  def loss(model, images):
-    out = model(images)
-    return jnp.sin(out["logits"]).sum() + (out["points"] ** 2).sum()
-
-  cpu_loss, cpu_grads = nnx.value_and_grad(loss)(model, images)
+  cpu_loss, _, cpu_grads = _model_loss_and_grads(model, images)
   monkeypatch.setattr(vit, "_for_cpu", lambda: False)
-  other_loss, other_grads = nnx.value_and_grad(loss)(model, images)
+  other_loss, _, other_grads = _model_loss_and_grads(model, images)
   np.testing.assert_allclose(other_loss, cpu_loss, rtol=1e-5)
-  cpu_grads, other_grads = _by_name(nnx.state(cpu_grads)), _by_name(nnx.state(other_grads))
-  for name in cpu_grads:
-    np.testing.assert_allclose(other_grads[name], cpu_grads[name], rtol=1e-4, atol=1e-5,
-                               err_msg=name)
+  _assert_same_grads(other_grads, cpu_grads)

@@ -186,8 +186,8 @@ def to_input_range(images, dtype):
   """Images as the model's input: uint8 pixels -> [-1, 1] (big_vision's value range), in `dtype`.
 
   The input pipeline ships uint8 (a quarter of float32's bytes through the Grain workers and to
-  the device) and the scaling runs here, fused into the patch embedding by XLA. Float images
-  are taken as already in [-1, 1].
+  the device) and the scaling runs here, on the device. Float images are taken as already in
+  [-1, 1].
   """
   if images.dtype == jnp.uint8:
     images = images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
@@ -200,7 +200,9 @@ def to_input_range(images, dtype):
 # turns every reduction over tokens (a bias or LayerNorm parameter gradient: a column sum over
 # B * N rows) into a reduce-window + reduce pair that ran at ~1 GB/s (7 ms for one [6272, 768]
 # fc1 bias gradient), where the same sum as a matmul with a ones vector takes 0.4 ms (oneDNN).
-# On GPU and TPU the matmul form costs about what the reduction costs.
+# They are used on every platform: an ahead-of-time TPU compile of ViT-B/16 needs no more memory
+# with them than with the plain formulas (BENCHMARKS.md, TPU); GPU and TPU step times with
+# them are not measured.
 
 
 def _for_cpu() -> bool:
@@ -315,7 +317,7 @@ def gelu(x):
 
 
 def _gelu_fwd(x):
-  return gelu(x), x
+  return jax.nn.gelu(x, approximate=False), x
 
 
 def _gelu_bwd(x, g):
@@ -361,8 +363,9 @@ class SelfAttention(nnx.Module):
   def _project(self, linear: nnx.LinearGeneral, x, *, heads_first: bool):
     """[B, N, D] -> [B, H, N, K] (heads_first) or [B, N, H, K].
 
-    For CPU (`_for_cpu`): a 2-D `dense` (its bias gradient a matmul), then the layout; ~10 %
-    faster per ViT-Ti/16 step than the einsum. Elsewhere: one einsum straight into the layout,
+    For CPU (`_for_cpu`): a 2-D `dense` (its bias gradient a matmul), then the layout; 2-3 %
+    faster per ViT-Ti/16 step than the einsum (1.94 vs 1.98 s, `benchmarks.ab_backward
+    --variants all,-proj`, 12 alternating rounds). Elsewhere: one einsum straight into the layout,
     which XLA:TPU compiles with fewer temporaries (ViT-B/16 on v5e-64: 1.37 vs 1.50 GiB per
     chip, BENCHMARKS.md, TPU). Each projection stays its own matmul either way, so a kernel
     sharded over heads (tensor parallelism) gives a head-sharded output without resharding; one

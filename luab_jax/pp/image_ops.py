@@ -10,14 +10,16 @@ only the resampled pixels differ slightly (DCT-domain downscaling, then the resi
 crops of ImageNet-sized photos (~500 x 375) no reduction keeps 224 px, so those decode at full
 size; larger photos, or smaller outputs, decode at reduced size.
 
-Decoders: JPEGs go straight to libjpeg-turbo through simplejpeg (straight into a numpy array,
-20 % faster than through PIL; bit-identical pixels for YCbCr and grayscale JPEGs, CMYK within
-one level), in strict mode, so a truncated or corrupt file raises instead of coming back with
-grey rows. Other formats (PNG, ...) and the rare JPEG whose header libjpeg-turbo's simple API
-does not take (unusual chroma sampling) are decoded by PIL, which raises on a truncated file
-too. Either way the result is RGB: CMYK, grayscale, palette and RGBA input are converted.
+Decoders: JPEGs go straight to libjpeg-turbo through simplejpeg (straight into a numpy array:
+0.88 ms for a 500 x 375 JPEG against 1.09 ms + 0.08 ms to copy out of PIL; bit-identical
+pixels for YCbCr and grayscale JPEGs, CMYK within one level), in strict mode, so a truncated
+or corrupt file raises instead of coming back with grey rows. Other formats (PNG, ...) and
+the rare JPEG whose header libjpeg-turbo's simple API does not take (unusual chroma sampling)
+are decoded by PIL, which raises on a truncated file too. Either way the result is RGB: CMYK,
+grayscale, palette and RGBA input are converted.
 
-Resizing is OpenCV's SIMD kernels, 5-10x faster than PIL's (BENCHMARKS.md, Input pipeline).
+Resizing is OpenCV's SIMD kernels (a box of a 500 x 375 image to 224 px: bilinear 0.11 ms
+against PIL's antialiased 0.68 ms, bicubic 0.13 against 1.08 ms; BENCHMARKS.md, Input pipeline).
 `RESIZE_METHODS`:
 - "bilinear": OpenCV INTER_LINEAR, no antialiasing, like `tf.image.resize` and big_vision's
   `inception_crop` (the training default);
