@@ -4,6 +4,11 @@ formulas, and the variants are timed in alternating rounds (shared-machine noise
 
     python -m benchmarks.ab_backward --variants base,all,-gelu --rounds 6
 
+On a GPU (bfloat16, cuDNN attention, ten steps per timed call):
+
+    python -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 --attention cudnn \
+        --variants all,base,-gelu,-ln,-bias --rounds 4 --steps_per_round 10
+
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
 (`LayerNorm`), gelu (`gelu`), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the
 einsum form other platforms get). Variants:
@@ -66,10 +71,18 @@ def main():
   parser.add_argument("--case", default="Ti/16@224:32")
   parser.add_argument("--variants", default="base,all")
   parser.add_argument("--rounds", type=int, default=6)
-  parser.add_argument("--steps_per_round", type=int, default=1)
+  parser.add_argument("--steps_per_round", type=int, default=1,
+                      help="steps per timed call (one wait at its end)")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--attention", default="xla", choices=vit.ATTENTION_IMPLEMENTATIONS)
+  parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
   variant_name, size, batch = timing.parse_case(args.case)
-  config = train_step_bench.case_config(variant_name, size, batch, 4.0, "float32")
+  config = train_step_bench.case_config(variant_name, size, batch, 4.0, args.dtype,
+                                        args.attention)
+  device = jax.devices()[0]
+  timing.emit({"kind": "header", "bench": "ab_backward", **timing.machine(
+      "jax", "jaxlib", "flax", accelerator=f"{device.platform}:{device.device_kind}")}, args.out)
   variants = args.variants.split(",")
   runs = {}
   for variant in variants:
@@ -81,16 +94,20 @@ def main():
   times = {variant: [] for variant in variants}
   for r in range(args.rounds):
     for variant in variants if r % 2 == 0 else variants[::-1]:
-      for _ in range(args.steps_per_round):
-        start = time.perf_counter()
-        runs[variant]()
-        times[variant].append(time.perf_counter() - start)
+      start = time.perf_counter()
+      runs[variant](args.steps_per_round)
+      times[variant].append((time.perf_counter() - start) / args.steps_per_round)
+    # Each round as it ends, so a run stopped at a time limit keeps what it measured.
+    timing.emit({"kind": "round", "round": r,
+                 "step_s": {variant: times[variant][-1] for variant in variants}}, args.out)
   for variant in variants:
     median = statistics.median(times[variant])
     timing.emit({"kind": "result", "variant": variant, "plain": plain_levers(variant),
                  "case": args.case, "step_s": {"median": median, "min": min(times[variant]),
                                                 "max": max(times[variant])},
-                 "images_per_s": batch / median, "steps": len(times[variant])}, None)
+                 "images_per_s": batch / median, "dtype": args.dtype,
+                 "attention": args.attention,
+                 "steps": len(times[variant]) * args.steps_per_round}, args.out)
 
 
 if __name__ == "__main__":

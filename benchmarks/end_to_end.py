@@ -2,6 +2,13 @@
 
     python -m benchmarks.end_to_end --config configs/demo.py --data_dir data/tfds --rounds 3
 
+The config is given as to the trainer (`--config FILE[:ARGS]`, then `--config.KEY=VALUE`
+overrides), e.g. ViT-B/16 in bfloat16 on the benchmark JPEGs of `benchmarks.input_pipeline`:
+
+    python -m benchmarks.end_to_end --config configs/vit_b16_imagenet_ab.py:batch_size=256 \
+        --config.dataset=imagenet_ab/fixture --config.train_split=train \
+        --config.num_classes=3 --data_dir /tmp/luab_input_bench/tfds
+
 Runs the trainer's loop body (batch -> `sharding.to_global` -> jitted train step, no host sync
 until the end, as train.py between logging steps) for `--steps` steps after `--warmup` steps,
 once pulling batches from `input_pipeline.make_train_dataset` over the config's dataset (its
@@ -10,8 +17,6 @@ device. The two alternate for `--rounds` rounds; stall = 1 - real / synthetic, p
 the median. The config's own input settings (workers, threads, prefetch) are used.
 """
 
-import argparse
-import importlib.util
 import statistics
 import time
 
@@ -20,8 +25,10 @@ from luab_jax import xla_flags
 xla_flags.set_defaults()  # Before JAX starts a backend.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
 from absl import flags
 import jax
+from ml_collections import config_flags
 
 from benchmarks import timing
 from benchmarks import train_step as train_step_bench
@@ -30,34 +37,24 @@ from luab_jax import sharding as sharding_lib
 from luab_jax.datasets import core as datasets
 
 
-def load_config(text: str):
-  """"configs/demo.py:lam=0" -> that file's get_config("lam=0"), as --config does."""
-  path, _, arg = text.partition(":")
-  spec = importlib.util.spec_from_file_location("benchmark_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py",
+                                          "Config file, optionally with ':ARGS'.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Overrides config.data_dir.")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per loop.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps before the rounds.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating real/synthetic rounds.")
+_OUT = flags.DEFINE_string("out", None, "Also append the JSON lines here.")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", default="configs/demo.py",
-                      help="config file, optionally with ':ARGS'")
-  parser.add_argument("--data_dir", default=None, help="overrides config.data_dir")
-  parser.add_argument("--steps", type=int, default=30)
-  parser.add_argument("--warmup", type=int, default=5)
-  parser.add_argument("--rounds", type=int, default=3)
-  parser.add_argument("--out", default=None)
-  args = parser.parse_args()
-  flags.FLAGS.mark_as_parsed()  # Grain's worker processes read absl flags (their defaults).
-
-  config = load_config(args.config)
-  if args.data_dir:
-    config.data_dir = args.data_dir
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if _DATA_DIR.value:
+    config.data_dir = _DATA_DIR.value
   datasets.hide_accelerators_from_tensorflow()
   timing.emit({"kind": "header", "bench": "end_to_end", **timing.machine("jax", "grain"),
-               "config": args.config, "batch_size": config.batch_size,
-               "input": config.input.to_dict()}, args.out)
+               "config": config_flags.get_config_filename(flags.FLAGS["config"]), "batch_size": config.batch_size,
+               "input": config.input.to_dict()}, _OUT.value)
   step, state, batch_sharding = train_step_bench.make_step(config, jax.devices())
   source = datasets.get_source(config.dataset, config.train_split, config.data_dir)
   stream = iter(input_pipeline.make_train_dataset(
@@ -73,22 +70,22 @@ def main():
       box[0], metrics = step(box[0], batch)
     jax.block_until_ready(metrics)
 
-  loop(args.warmup, real=True)  # Compiles, starts and fills the Grain workers.
-  loop(args.warmup, real=False)
+  loop(_WARMUP.value, real=True)  # Compiles, starts and fills the Grain workers.
+  loop(_WARMUP.value, real=False)
   stalls = []
-  for r in range(args.rounds):
+  for r in range(_ROUNDS.value):
     rates = {}
     for real in ((True, False) if r % 2 == 0 else (False, True)):
       start = time.perf_counter()
-      loop(args.steps, real)
-      rates["real" if real else "synthetic"] = (args.steps * config.batch_size
+      loop(_STEPS.value, real)
+      rates["real" if real else "synthetic"] = (_STEPS.value * config.batch_size
                                                 / (time.perf_counter() - start))
     stalls.append(1 - rates["real"] / rates["synthetic"])
     timing.emit({"kind": "round", "round": r, "images_per_s": rates, "stall": stalls[-1]},
-                args.out)
+                _OUT.value)
   timing.emit({"kind": "summary", "bench": "end_to_end", "median_stall": statistics.median(stalls),
-               "rounds": args.rounds, "steps": args.steps}, args.out)
+               "rounds": _ROUNDS.value, "steps": _STEPS.value}, _OUT.value)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

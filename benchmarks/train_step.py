@@ -2,19 +2,29 @@
 
     python -m benchmarks.train_step --cases Ti/16@224:32,Ti/16@64:64 --lams 4,0
 
+On a GPU (bfloat16 compute, cuDNN's fused attention beside the written-out one):
+
+    python -m benchmarks.train_step --cases B/16@224:256 --dtype bfloat16 \
+        --attention cudnn,xla --steps_per_call 10 --repeats 10 --datasheet_gflops 989000
+
 Per case VARIANT@IMAGE_SIZE:BATCH: the demo config (configs/demo.py: soft-argmax point head,
-AdamW, gradient clipping, float32) with that ViT, 1000 classes, on one device; the batch is
-random and already on the device, so only the step is timed. Compile, `--warmup` untimed steps,
-then `--repeats` timed steps (each waits for its result). MFU = analytic model FLOPs per step
+AdamW, gradient clipping) with that ViT, 1000 classes, `--dtype` compute, on one device; the
+batch is random uint8 images already on the device, so only the step is timed. Compile and
+first step, `--warmup` untimed calls, then `--repeats` timed calls of `--steps_per_call` steps
+each (a call waits for its last step's result). MFU = analytic model FLOPs per step
 (`luab_jax.flops.train_step_flops`: forward x 3, no recomputation) / step time / peak, where the
-peak is `--peak_gflops`, or else the best float32 matmul rate measured here over square and
-ViT-shaped matmuls (`PEAK_SHAPES`, each best of 5; printed). lam=0 is the same program with the point loss weighted 0 (the point head
-still runs), so the lam=4 / lam=0 difference is the cost of the regression loss's gradient;
-the head's share of the model FLOPs is printed too.
+peak is `--peak_gflops`, or else the best `--dtype` matmul rate (float32 accumulation) measured
+here over square and ViT-shaped matmuls (`PEAK_SHAPES` on CPU, `ACCELERATOR_PEAK_SHAPES`
+elsewhere, each best of 5; printed); `--datasheet_gflops` adds MFU against a vendor's peak.
+lam=0 is the same program with the point loss weighted 0 (the point head still runs), so the
+lam=4 / lam=0 difference is the cost of the regression loss's gradient; the head's share of
+the model FLOPs is printed too.
 """
 
 import argparse
+import sys
 import time
+import traceback
 
 from luab_jax import xla_flags
 
@@ -35,11 +45,13 @@ from luab_jax import train_step as train_step_lib
 from luab_jax.models import vit
 
 
-def case_config(variant: str, image_size: int, batch: int, lam: float, dtype: str):
+def case_config(variant: str, image_size: int, batch: int, lam: float, dtype: str,
+                attention: str = "xla"):
   config = demo.get_config(f"variant={variant},image_size={image_size},lam={lam}")
   config.num_classes = 1000
   config.batch_size = batch
   config.model.dtype = dtype
+  config.model.attention = attention
   config.mesh = [("data", 1), ("fsdp", 1), ("model", 1)]
   return config
 
@@ -59,7 +71,8 @@ def make_step(config, devices=None):
 
 
 def build_step(config):
-  """(run_one_step, analytic FLOPs): the jitted step on a fixed random batch, state donated."""
+  """(run, analytic FLOPs per step): `run(steps=1)` makes that many jitted steps on a fixed
+  random batch (state donated), then waits for the last one's metrics."""
   step, state, batch_sharding = make_step(config)
   b, s = config.batch_size, config.input.image_size
   rng = np.random.default_rng(0)
@@ -71,8 +84,9 @@ def build_step(config):
       "bad_points": np.zeros(b, np.int32)}, batch_sharding)
   box = [state]
 
-  def run():
-    box[0], metrics = step(box[0], batch)
+  def run(steps=1):
+    for _ in range(steps):
+      box[0], metrics = step(box[0], batch)
     jax.block_until_ready(metrics)
   return run, flops_lib.train_step_flops(config)
 
@@ -81,18 +95,30 @@ def build_step(config):
 # MLP, 6272 x 192 x 768) faster than a square 2048^3, so the peak is the best of several shapes.
 PEAK_SHAPES = ((2048, 2048, 2048), (4096, 4096, 4096), (6272, 192, 768), (6272, 768, 192),
                (1568, 768, 3072), (1568, 3072, 768))
+# On accelerators: a matmul large enough to fill the chip, and ViT-B/16's MLP at batch 256
+# (256 x 197 tokens); each timed call runs it 10 times so launch overhead does not count.
+ACCELERATOR_PEAK_SHAPES = ((8192, 8192, 8192), (50432, 768, 3072), (50432, 3072, 768))
 
 
-def matmul_peak_gflops(shapes=PEAK_SHAPES) -> tuple[float, dict]:
-  """(best GFLOP/s, {shape: GFLOP/s}): each shape's best of 5 runs after 2 warm-ups."""
+def matmul_peak_gflops(shapes=None, dtype="float32") -> tuple[float, dict]:
+  """(best GFLOP/s, {shape: GFLOP/s}) of `dtype` matmuls on the default device (float32
+  accumulation): each shape's best of 5 timed calls after 2 warm-ups, on random inputs."""
+  on_cpu = jax.default_backend() == "cpu"
+  shapes = shapes or (PEAK_SHAPES if on_cpu else ACCELERATOR_PEAK_SHAPES)
+  calls = 1 if on_cpu else 10
   rng = np.random.default_rng(0)
   rates = {}
   for m, k, n in shapes:
-    a = jnp.asarray(rng.standard_normal((m, k), np.float32))
-    b = jnp.asarray(rng.standard_normal((k, n), np.float32))
-    matmul = jax.jit(jnp.matmul)
-    stats = timing.repeat(lambda: jax.block_until_ready(matmul(a, b)), warmup=2, repeats=5)
-    rates[f"{m}x{k}x{n}"] = 2 * m * k * n / min(stats.times) / 1e9
+    a = jnp.asarray(rng.standard_normal((m, k), np.float32), dtype)
+    b = jnp.asarray(rng.standard_normal((k, n), np.float32), dtype)
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+
+    def run():
+      for _ in range(calls):
+        out = matmul(a, b)
+      jax.block_until_ready(out)
+    stats = timing.repeat(run, warmup=2, repeats=5)
+    rates[f"{m}x{k}x{n}"] = calls * 2 * m * k * n / min(stats.times) / 1e9
   return max(rates.values()), rates
 
 
@@ -103,7 +129,16 @@ def main():
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--peak_gflops", type=float, default=None)
+  parser.add_argument("--attention", default="xla",
+                      help="comma-separated config.model.attention values (xla, cudnn)")
+  parser.add_argument("--steps_per_call", type=int, default=1,
+                      help="steps dispatched per timed call before waiting for the last one "
+                      "(the trainer's loop waits only when it logs; >1 on accelerators)")
+  parser.add_argument("--peak_gflops", type=float, default=None,
+                      help="peak for MFU instead of the measured matmul peak")
+  parser.add_argument("--datasheet_gflops", type=float, default=None,
+                      help="also report MFU against this peak (e.g. 989000 for an H100/H200 "
+                      "SXM in dense bfloat16)")
   parser.add_argument("--peak_only", action="store_true", help="measure the peak and stop")
   parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
@@ -115,34 +150,55 @@ def main():
   if args.peak_gflops:
     peak, per_shape, source = args.peak_gflops, {}, "given"
   else:
-    peak, per_shape = matmul_peak_gflops()
-    source = "best float32 matmul measured here (M x K x N)"
+    peak, per_shape = matmul_peak_gflops(dtype=args.dtype)
+    source = f"best {args.dtype} matmul measured here (M x K x N)"
   timing.emit({"kind": "peak", "gflops": peak, "source": source, "per_shape": per_shape},
               args.out)
   if args.peak_only:
     return
+  failures = 0
   for case in args.cases.split(","):
-    variant, size, batch = timing.parse_case(case)
-    for lam in (float(x) for x in args.lams.split(",")):
-      config = case_config(variant, size, batch, lam, args.dtype)
-      run, step_flops = build_step(config)
-      start = time.perf_counter()
-      run()
-      compile_s = time.perf_counter() - start
-      stats = timing.repeat(run, warmup=args.warmup, repeats=args.repeats)
-      patches = (size // vit.parse_variant(variant)["patch_size"]) ** 2
-      width = vit.parse_variant(variant)["width"]
-      # The soft-argmax point head: one logit per patch token and point (flops.py's count).
-      head_share = (2 * patches * width * config.model.num_points
-                    / flops_lib.vit_forward_flops(config.model, config.num_classes))
-      timing.emit({"kind": "result", "impl": "ours", "case": case, "lam": lam,
-                   "dtype": args.dtype, "compile_and_first_step_s": compile_s,
-                   "step_s": {"median": stats.median, "min": min(stats.times),
-                              "max": max(stats.times)},
-                   "images_per_s": stats.rate(batch),
-                   "gflops_per_step": step_flops / 1e9,
-                   "mfu": step_flops / stats.median / (peak * 1e9),
-                   "point_head_flop_share": head_share}, args.out)
+    for attention, lam in ((a, float(x)) for a in args.attention.split(",")
+                           for x in args.lams.split(",")):
+      try:
+        result = measure_case(case, attention, lam, peak, args)
+      except Exception as e:  # pylint: disable=broad-except
+        # Reported, counted, and the exit status says so: one case's failure (say cuDNN's
+        # attention on a GPU that lacks it) must not hide the other cases' figures.
+        traceback.print_exc()
+        failures += 1
+        result = {"kind": "error", "case": case, "attention": attention, "lam": lam,
+                  "error": f"{type(e).__name__}: {e}"}
+      timing.emit(result, args.out)
+  if failures:
+    sys.exit(f"{failures} case(s) failed; see the 'error' lines above.")
+
+
+def measure_case(case: str, attention: str, lam: float, peak: float, args) -> dict:
+  variant, size, batch = timing.parse_case(case)
+  config = case_config(variant, size, batch, lam, args.dtype, attention)
+  run, step_flops = build_step(config)
+  start = time.perf_counter()
+  run()
+  compile_s = time.perf_counter() - start
+  stats = timing.repeat(lambda: run(args.steps_per_call), warmup=args.warmup,
+                        repeats=args.repeats)
+  stats = timing.Stats([t / args.steps_per_call for t in stats.times])
+  patches = (size // vit.parse_variant(variant)["patch_size"]) ** 2
+  width = vit.parse_variant(variant)["width"]
+  # The soft-argmax point head: one logit per patch token and point (flops.py's count).
+  head_share = (2 * patches * width * config.model.num_points
+                / flops_lib.vit_forward_flops(config.model, config.num_classes))
+  extra = ({"mfu_datasheet": step_flops / stats.median / (args.datasheet_gflops * 1e9),
+            "datasheet_gflops": args.datasheet_gflops} if args.datasheet_gflops else {})
+  return {"kind": "result", "impl": "ours", "case": case, "lam": lam, "dtype": args.dtype,
+          "attention": attention, "steps_per_call": args.steps_per_call,
+          "compile_and_first_step_s": compile_s,
+          "step_s": {"median": stats.median, "min": min(stats.times), "max": max(stats.times)},
+          "images_per_s": stats.rate(batch),
+          "gflops_per_step": step_flops / 1e9,
+          "mfu": step_flops / stats.median / (peak * 1e9),
+          "point_head_flop_share": head_share, **extra}
 
 
 if __name__ == "__main__":

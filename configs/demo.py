@@ -78,6 +78,7 @@ def get_config(arg=None):
       point_head="softargmax",
       point_features="pooled",
       dtype="float32",
+      attention="xla",  # "cudnn" on GPUs: cuDNN's fused attention (models/vit.py).
   )
 
   config.loss = dict(

@@ -85,6 +85,7 @@ def get_config(arg=None):
       point_head="softargmax",
       point_features="pooled",
       dtype="bfloat16",
+      attention="xla",  # "cudnn" on GPUs: cuDNN's fused attention (models/vit.py).
   )
 
   config.loss = dict(

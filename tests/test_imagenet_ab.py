@@ -428,3 +428,15 @@ def test_tar_layouts_equal_tree_layouts(sequential, tmp_path_factory):
     assert tar_report["skipped"].pop(f"train:{reason}") == 1
     assert tar_report["examples"].pop(f"skipped:train:{reason}") == [name]
   assert tar_report == report
+
+
+def test_hiding_accelerators_from_tensorflow_needs_no_tensorflow(monkeypatch):
+  # Reading prepared ArrayRecord data needs TFDS only (the GPU benchmarks ran without
+  # TensorFlow); the entry points call this first, so it must not import TensorFlow there.
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *args: None if name == "tensorflow" else find_spec(name, *args))
+  monkeypatch.setitem(sys.modules, "tensorflow", None)  # Any `import tensorflow` now fails.
+  core.hide_accelerators_from_tensorflow()

@@ -6,6 +6,7 @@ Builders that live in this package are imported (and so registered with TFDS) by
 """
 
 import importlib
+import importlib.util
 import os
 
 import tensorflow_datasets as tfds
@@ -90,8 +91,12 @@ def get_source(name: str, split: str, data_dir: str | None):
 def hide_accelerators_from_tensorflow() -> None:
   """TensorFlow is only used by TFDS and the summary writer: keep it off GPUs and TPUs.
 
-  Otherwise a GPU build of TensorFlow grabs accelerator memory that JAX needs.
+  Otherwise a GPU build of TensorFlow grabs accelerator memory that JAX needs. Without
+  TensorFlow installed (reading prepared ArrayRecord data needs only TFDS) there is nothing to
+  hide.
   """
+  if importlib.util.find_spec("tensorflow") is None:
+    return
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   tf.config.set_visible_devices([], "TPU")

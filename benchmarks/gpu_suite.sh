@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The GPU benchmarks of BENCHMARKS.md in one go, on a single-GPU machine with JAX for CUDA:
+#
+#   bash benchmarks/gpu_suite.sh DATA_DIR OUT_DIR
+#
+# DATA_DIR: the ArrayRecord dataset `imagenet_ab/fixture` made of ImageNet-like JPEGs by
+#   python -m benchmarks.input_pipeline --workdir W --num_images 256 --prepare_only
+# (then DATA_DIR=W/tfds; preparing needs TensorFlow, reading it does not).
+# Each part writes its JSON lines to OUT_DIR/<part>.jsonl and its output to OUT_DIR/parts.log, and
+# runs under its own time limit, so one failing part does not stop the others. In priority order:
+#   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16: cuDNN attention (lam 4 and 0) and the
+#               written-out attention (lam 4); MFU against the measured bf16 matmul peak and the
+#               datasheet's dense bf16 peak (989 TFLOP/s, H100/H200 SXM).
+#   stall       the trainer's loop with the real Grain pipeline vs synthetic batches (B/16 config,
+#               batch 256, the attention that was faster in train_b16, the config's Grain
+#               settings: 16 workers).
+#   input       the input pipeline alone at 1 core, half and all cores (224 px, batch 128).
+#   train_small ViT-S/16 and ViT-Ti/16 @ 224 px, bfloat16, cuDNN attention.
+# Takes at most 8 minutes on one H200 with 16 cores (compilation included).
+# Levers, run only when named in PARTS (PARTS="levers batch512 cublas" bash ... ; the default
+# PARTS is the four parts above):
+#   levers      A/B in one process of vit.py's hand-written backward passes vs the plain formulas
+#               (benchmarks.ab_backward) for B/16 @ 224, batch 256, bfloat16, cuDNN attention.
+#   batch512    B/16 @ 224 with batch 512.
+#   cublas      B/16 @ 224, batch 256, with XLA's Triton GEMMs off (cuBLAS for every matmul).
+set -uo pipefail
+PYTHON=${PYTHON:-python3}
+DATA_DIR=${1:?DATA_DIR}
+OUT_DIR=${2:?OUT_DIR}
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1
+CORES=$(nproc)
+HALF=$((CORES / 2))
+PARTS=" ${PARTS:-train_b16 stall input train_small} "
+B16=(--dtype bfloat16 --steps_per_call 10 --warmup 2 --repeats 10 --datasheet_gflops 989000)
+
+part() {  # part NAME SECONDS COMMAND...: runs it if NAME is in PARTS.
+  local name=$1 limit=$2
+  shift 2
+  [[ "$PARTS" == *" $name "* ]] || return 0
+  echo "=== $name (limit ${limit}s): $*"
+  local start=$SECONDS
+  echo "=== $name: $*" >>"$OUT_DIR/parts.log"
+  timeout --signal=INT --kill-after=15 "$limit" "$@" --out "$OUT_DIR/$name.jsonl" \
+    >"$OUT_DIR/part.log" 2>&1
+  echo "=== $name rc=$? in $((SECONDS - start))s"
+  cat "$OUT_DIR/part.log" >>"$OUT_DIR/parts.log"
+  grep -v '^I[0-9]\{4\}\|^W[0-9]\{4\}' "$OUT_DIR/part.log" | tail -n 12
+  rm "$OUT_DIR/part.log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+
+part train_b16 200 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 \
+  --attention cudnn,xla --lams 4,0 "${B16[@]}"
+
+# The faster attention of train_b16 at lam 4 (cudnn if train_b16 did not run).
+ATTENTION=$("$PYTHON" -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rows = [r for r in rows if r.get("kind") == "result" and r["lam"] == 4]
+print(max(rows, key=lambda r: r["images_per_s"]["median"])["attention"] if rows else "cudnn")
+' "$OUT_DIR/train_b16.jsonl" 2>/dev/null || echo cudnn)
+
+part stall 130 "$PYTHON" -m benchmarks.end_to_end \
+  --config configs/vit_b16_imagenet_ab.py:batch_size=256 --config.dataset=imagenet_ab/fixture \
+  --config.train_split=train --config.num_classes=3 --config.model.attention=$ATTENTION \
+  --data_dir "$DATA_DIR" --steps 40 --warmup 5 --rounds 3
+
+part input 80 "$PYTHON" -m benchmarks.input_pipeline --workdir "$(dirname "$DATA_DIR")" \
+  --num_images 256 --batch_size 128 --batches 16 --repeats 3 \
+  --settings "loop,1:0:1:2,$HALF:$HALF:1:2,$CORES:$CORES:1:2,$CORES:0:$CORES:4"
+
+part train_small 90 "$PYTHON" -m benchmarks.train_step --cases S/16@224:256,Ti/16@224:256 \
+  --attention cudnn --lams 4 "${B16[@]}"
+
+part levers 150 "$PYTHON" -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 \
+  --attention cudnn --variants all,base,-gelu --rounds 4 --steps_per_round 10
+
+part batch512 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:512 --attention cudnn \
+  --lams 4 "${B16[@]}"
+
+(export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false"
+ part cublas 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 --attention cudnn \
+   --lams 4 "${B16[@]}")
