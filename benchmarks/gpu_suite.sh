@@ -8,15 +8,15 @@
 # (then DATA_DIR=W/tfds; preparing needs TensorFlow, reading it does not).
 # Each part writes its JSON lines to OUT_DIR/<part>.jsonl and its output to OUT_DIR/parts.log, and
 # runs under its own time limit, so one failing part does not stop the others. In priority order:
-#   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16: cuDNN attention (lam 4 and 0) and the
-#               written-out attention (lam 4); MFU against the measured bf16 matmul peak and the
-#               datasheet's dense bf16 peak (989 TFLOP/s, H100/H200 SXM).
+#   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16: cuDNN attention and the written-out
+#               attention, each with lam 4 and 0; MFU against the measured bf16 matmul peak and
+#               the datasheet's dense bf16 peak (989 TFLOP/s, H100/H200 SXM).
 #   stall       the trainer's loop with the real Grain pipeline vs synthetic batches (B/16 config,
 #               batch 256, the attention that was faster in train_b16, the config's Grain
 #               settings: 16 workers).
 #   input       the input pipeline alone at 1 core, half and all cores (224 px, batch 128).
 #   train_small ViT-S/16 and ViT-Ti/16 @ 224 px, bfloat16, cuDNN attention.
-# Takes at most 8 minutes on one H200 with 16 cores (compilation included).
+# Took 7 minutes on one H200 with 16 cores (compilation included; at most 8 by the limits).
 # Levers, run only when named in PARTS (PARTS="levers batch512 cublas" bash ... ; the default
 # PARTS is the four parts above):
 #   levers      A/B in one process of vit.py's hand-written backward passes vs the plain formulas
