@@ -11,14 +11,17 @@
 #   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16: cuDNN attention and the written-out
 #               attention, each with lam 4 and 0; MFU against the measured bf16 matmul peak and
 #               the datasheet's dense bf16 peak (989 TFLOP/s, H100/H200 SXM).
+#   timm        the peer: timm's ViT-B/16, same batch, bfloat16 autocast, fused attention
+#               (benchmarks.peers.timm_step; needs torch and timm, which GPU images usually have).
 #   stall       the trainer's loop with the real Grain pipeline vs synthetic batches (B/16 config,
 #               batch 256, the attention that was faster in train_b16, the config's Grain
 #               settings: 16 workers).
 #   input       the input pipeline alone at 1 core, half and all cores (224 px, batch 128).
+# Then a summary: ours / timm, MFU, the stall. The four parts ran in about 7 minutes on one H200
+# with 16 cores (2026-11-30, without timm, which was added after; at most 9 by the limits).
+# Levers, run only when named in PARTS (e.g. PARTS="levers batch512" bash ...; the default PARTS
+# is the four parts above):
 #   train_small ViT-S/16 and ViT-Ti/16 @ 224 px, bfloat16, cuDNN attention.
-# Took 7 minutes on one H200 with 16 cores (compilation included; at most 8 by the limits).
-# Levers, run only when named in PARTS (PARTS="levers batch512 cublas" bash ... ; the default
-# PARTS is the four parts above):
 #   levers      A/B in one process of vit.py's hand-written backward passes vs the plain formulas
 #               (benchmarks.ab_backward) for B/16 @ 224, batch 256, bfloat16, cuDNN attention.
 #   batch512    B/16 @ 224 with batch 512.
@@ -31,7 +34,7 @@ mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
 CORES=$(nproc)
 HALF=$((CORES / 2))
-PARTS=" ${PARTS:-train_b16 stall input train_small} "
+PARTS=" ${PARTS:-train_b16 timm stall input} "
 B16=(--dtype bfloat16 --steps_per_call 10 --warmup 2 --repeats 10 --datasheet_gflops 989000)
 
 part() {  # part NAME SECONDS COMMAND...: runs it if NAME is in PARTS.
@@ -53,6 +56,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 
 part train_b16 200 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 \
   --attention cudnn,xla --lams 4,0 "${B16[@]}"
+
+part timm 120 "$PYTHON" -m benchmarks.peers.timm_step --cases B/16@224:256 --device cuda \
+  --dtype bfloat16 --steps_per_call 10 --warmup 2 --repeats 10
 
 # The faster attention of train_b16 at lam 4 (cudnn if train_b16 did not run).
 ATTENTION=$("$PYTHON" -c '
@@ -83,3 +89,24 @@ part batch512 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:512 --atten
 (export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false"
  part cublas 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 --attention cudnn \
    --lams 4 "${B16[@]}")
+
+echo "=== summary"
+"$PYTHON" - "$OUT_DIR" <<'PY'
+import glob, json, os, sys
+rows = [json.loads(line) for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl")))
+        for line in open(path)]
+ours = [r for r in rows if r.get("kind") == "result" and "mfu" in r]  # Train-step results.
+timm = [r for r in rows if r.get("impl") == "timm" and r.get("kind") == "result"]
+for r in ours:
+  ratio = [r["images_per_s"]["median"] / t["images_per_s"]["median"] for t in timm
+           if t["case"] == r["case"]]
+  print(f'{r["case"]:14s} {r["attention"]:5s} lam={r["lam"]:g}  '
+        f'{r["images_per_s"]["median"]:8.0f} images/s  MFU {100 * r["mfu"]:4.1f} % measured, '
+        f'{100 * r.get("mfu_datasheet", float("nan")):4.1f} % datasheet'
+        + (f'  ours/timm {ratio[0]:.2f}' if ratio else ""))
+for t in timm:
+  print(f'{t["case"]:14s} timm  {t["images_per_s"]["median"]:8.0f} images/s')
+for r in rows:
+  if r.get("kind") == "summary" and r.get("bench") == "end_to_end":
+    print(f'input stall: median {100 * r["median_stall"]:.2f} % over {r["rounds"]} rounds')
+PY
