@@ -7,7 +7,7 @@ formulas, and the variants are timed in alternating rounds (shared-machine noise
 On a GPU (bfloat16, cuDNN attention, ten steps per timed call):
 
     python -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 --attention cudnn \
-        --variants all,base,-gelu,-ln,-bias --rounds 4 --steps_per_round 10
+        --variants all,base,-gelu --rounds 4 --steps_per_round 10
 
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
 (`LayerNorm`), gelu (`gelu`), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the

@@ -53,8 +53,8 @@ def main(argv):
     config.data_dir = _DATA_DIR.value
   datasets.hide_accelerators_from_tensorflow()
   timing.emit({"kind": "header", "bench": "end_to_end", **timing.machine("jax", "grain"),
-               "config": config_flags.get_config_filename(flags.FLAGS["config"]), "batch_size": config.batch_size,
-               "input": config.input.to_dict()}, _OUT.value)
+               "config": config_flags.get_config_filename(flags.FLAGS["config"]),
+               "batch_size": config.batch_size, "input": config.input.to_dict()}, _OUT.value)
   step, state, batch_sharding = train_step_bench.make_step(config, jax.devices())
   source = datasets.get_source(config.dataset, config.train_split, config.data_dir)
   stream = iter(input_pipeline.make_train_dataset(

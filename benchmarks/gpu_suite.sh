@@ -75,7 +75,7 @@ part stall 130 "$PYTHON" -m benchmarks.end_to_end \
 
 part input 80 "$PYTHON" -m benchmarks.input_pipeline --workdir "$(dirname "$DATA_DIR")" \
   --num_images 256 --batch_size 128 --batches 16 --repeats 3 \
-  --settings "loop,1:0:1:2,$HALF:$HALF:1:2,$CORES:$CORES:1:2,$CORES:0:$CORES:4"
+  --settings "loop,1:0:1:2,$HALF:$HALF:1:2,$CORES:$CORES:1:2,$CORES:0:$CORES:$((2 * CORES))"
 
 part train_small 90 "$PYTHON" -m benchmarks.train_step --cases S/16@224:256,Ti/16@224:256 \
   --attention cudnn --lams 4 "${B16[@]}"

@@ -43,15 +43,19 @@ def parse_case(text: str) -> tuple[str, int, int]:
   return variant, int(size), int(batch)
 
 
-def repeat(fn, *, warmup: int, repeats: int) -> Stats:
-  """Calls fn() warmup times untimed, then `repeats` times timed; fn must block until done."""
+def repeat(fn, *, warmup: int, repeats: int, steps_per_call: int = 1) -> Stats:
+  """Calls fn() warmup times untimed, then `repeats` times timed; fn must block until done.
+
+  When one call makes `steps_per_call` steps (dispatched back to back, one wait at the end, as
+  on accelerators), the times are per step: each call's time / steps_per_call.
+  """
   for _ in range(warmup):
     fn()
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     fn()
-    times.append(time.perf_counter() - start)
+    times.append((time.perf_counter() - start) / steps_per_call)
   return Stats(times)
 
 

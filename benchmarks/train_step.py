@@ -182,10 +182,9 @@ def measure_case(case: str, attention: str, lam: float, peak: float, args) -> di
   run()
   compile_s = time.perf_counter() - start
   stats = timing.repeat(lambda: run(args.steps_per_call), warmup=args.warmup,
-                        repeats=args.repeats)
-  stats = timing.Stats([t / args.steps_per_call for t in stats.times])
-  patches = (size // vit.parse_variant(variant)["patch_size"]) ** 2
-  width = vit.parse_variant(variant)["width"]
+                        repeats=args.repeats, steps_per_call=args.steps_per_call)
+  model = vit.parse_variant(variant)
+  patches, width = (size // model["patch_size"]) ** 2, model["width"]
   # The soft-argmax point head: one logit per patch token and point (flops.py's count).
   head_share = (2 * patches * width * config.model.num_points
                 / flops_lib.vit_forward_flops(config.model, config.num_classes))

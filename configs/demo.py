@@ -15,9 +15,9 @@ image_size, dataset, eval_every (run the evaluators every N steps too; 0: only a
 runlocal (a seconds-long smoke run on the `tiny` dataset config).
 
 Expected runtime: about 4 minutes per model on 2 CPU cores (ViT-mu/8, 64 px, 800 steps of
-batch 64, i.e. 2.6 epochs, plus ~15 s of evaluation on 7,000 images; 238 s and 240 s measured). Expected result: see the
-README's demo table; measured numbers are quoted there and in the closing note of the issue
-that introduced the demo. LUAB should lower the BG-gap
+batch 64, i.e. 2.6 epochs, plus ~15 s of evaluation on 7,000 images; 238 s and 240 s
+measured). Expected result: see the README's demo table; measured numbers are quoted there
+and in the closing note of the issue that introduced the demo. LUAB should lower the BG-gap
 (mixed_same - mixed_rand) and raise only_fg / mixed_rand / worst-group accuracy; the size of the
 effect at this tiny budget is modest and varies with the seed.
 """

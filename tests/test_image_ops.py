@@ -53,7 +53,8 @@ def test_load_rgb_decodes_a_large_jpeg_at_reduced_size():
 
 def _reference(data, box, size, flip, method="bilinear"):
   """The full-size decode path: decode everything, crop + resize in original pixels (float)."""
-  full = Image.open(io.BytesIO(data)).convert("RGB")  # Not through image_ops (spied on).
+  # Decoded by PIL, not through image_ops (the test spies on it).
+  full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
   return image_ops.crop_resize(full, box, size, flip=flip, method=method).astype(np.float32)
 
 

@@ -61,8 +61,8 @@ def main():
       if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-    stats = timing.repeat(run, warmup=args.warmup, repeats=args.repeats)
-    stats = timing.Stats([t / args.steps_per_call for t in stats.times])
+    stats = timing.repeat(run, warmup=args.warmup, repeats=args.repeats,
+                          steps_per_call=args.steps_per_call)
     timing.emit({"kind": "result", "impl": "timm", "model": TIMM_NAMES[variant], "case": case,
                  "device": args.device, "dtype": args.dtype,
                  "step_s": {"median": stats.median, "min": min(stats.times),

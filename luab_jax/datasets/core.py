@@ -81,8 +81,9 @@ def get_source(name: str, split: str, data_dir: str | None):
   if split.split("[")[0] not in b.info.splits:
     raise ValueError(f"Dataset {name!r} has no split {split!r}; it has "
                      f"{sorted(b.info.splits.keys())}.")
-  # Images stay encoded in the source and are decoded by PIL inside the Grain workers: TFDS
-  # would otherwise decode every image with TensorFlow in the reading thread.
+  # Images stay encoded in the source and are decoded inside the Grain workers (pp/image_ops.py:
+  # libjpeg-turbo, PIL): TFDS would otherwise decode every image with TensorFlow in the reading
+  # thread.
   decoders = {key: tfds.decode.SkipDecoding() for key, feature in b.info.features.items()
               if isinstance(feature, tfds.features.Image)}
   return b.as_data_source(split=split, decoders=decoders or None)

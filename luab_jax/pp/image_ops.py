@@ -152,17 +152,16 @@ def decode_rgb(image, *, name: str = "<record>") -> np.ndarray:
   return load_rgb(open_image(image, name=name), name=name)[0]
 
 
-def crop_resize(image, box, size: int, *, method: str = "bilinear", scale: float = 1.0,
-                flip: bool = False) -> np.ndarray:
+def crop_resize(pixels: np.ndarray, box, size: int, *, method: str = "bilinear",
+                scale: float = 1.0, flip: bool = False) -> np.ndarray:
   """Crops `box` = (top, left, height, width) and resizes it to size x size, as uint8 [S, S, 3].
 
-  `image` is a decoded uint8 RGB array [H, W, 3] (`load_rgb`) or PIL image. `box` is in pixels
-  of the original image; `scale` is how much smaller `image` was decoded (`load_rgb`), so the
+  `pixels` is a decoded uint8 RGB array [H, W, 3] (`load_rgb`). `box` is in pixels of the
+  original image; `scale` is how much smaller `image` was decoded (`load_rgb`), so the
   box is taken at box / scale, rounded to whole decoded pixels (at most half a decoded pixel, i.e.
   under 0.25 % of a box that a reduced decode allows; the points follow the box in original
   pixels exactly). `flip` mirrors the result left-right.
   """
-  pixels = np.asarray(image)
   top, left, h, w = box
   if scale != 1.0:
     bottom, right = round((top + h) / scale), round((left + w) / scale)
