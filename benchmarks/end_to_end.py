@@ -35,6 +35,7 @@ from benchmarks import train_step as train_step_bench
 from luab_jax import input_pipeline
 from luab_jax import sharding as sharding_lib
 from luab_jax.datasets import core as datasets
+from luab_jax.pp import transforms
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py",
@@ -56,7 +57,8 @@ def main(argv):
                "config": config_flags.get_config_filename(flags.FLAGS["config"]),
                "batch_size": config.batch_size, "input": config.input.to_dict()}, _OUT.value)
   step, state, batch_sharding = train_step_bench.make_step(config, jax.devices())
-  source = datasets.get_source(config.dataset, config.train_split, config.data_dir)
+  source = datasets.get_source(config.dataset, config.train_split, config.data_dir,
+                               features=transforms.TrainTransform.RECORD_KEYS)
   stream = iter(input_pipeline.make_train_dataset(
       source, config.input, per_process_batch_size=config.batch_size, seed=config.seed,
       num_points=config.model.get("num_points", 1)))

@@ -18,6 +18,8 @@ a Python loop, one core, no Grain): the like-for-like core of the tf.data peer. 
 instead times, on one core and per element, the Grain dataset built up one stage at a time
 (record read + TFDS parse, Grain's source, + global shuffle, + `random_map` with the transform,
 + batch, + iterator), beside the transform alone: where the time over the transform goes.
+`--decode` times, on one core, the JPEG decode of inception-crop boxes (the same boxes for
+both): `image_ops.load_box` (region decode) against the full decode + slice, alternating runs.
 
 Prints the machine header and one JSON line per setting (benchmarks.timing.emit), then a table.
 """
@@ -97,8 +99,12 @@ def measure_loop(source, args) -> dict:
   return {"cores": 1, "images_per_s": stats.rate(n)}
 
 
-def measure_stages(source, args) -> list[dict]:
-  """ms per element of each cumulative stage of the training dataset, one core, no threads."""
+def measure_stages(source, whole_records, args) -> list[dict]:
+  """ms per element of each cumulative stage of the training dataset, one core, no threads.
+
+  `source` decodes the training transform's features only (as the trainer reads);
+  `whole_records` decodes all of them, for comparison.
+  """
   import grain
   from luab_jax.pp import transforms
   os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
@@ -115,7 +121,8 @@ def measure_stages(source, args) -> list[dict]:
   per_batch = args.batch_size
   stages = {
       "transform alone": (lambda i: transform.random_map(records[i % len(records)], rng), 1),
-      "record read + TFDS parse": (lambda i: source[i % size], 1),
+      "record read + TFDS parse, all features": (lambda i: whole_records[i % size], 1),
+      "record read + TFDS parse, training's features": (lambda i: source[i % size], 1),
       "grain source": (lambda i: ds[i % size], 1),
       "+ global shuffle": (lambda i: shuffled[i], 1),
       "+ random_map (transform)": (lambda i: mapped[i], 1),
@@ -128,6 +135,38 @@ def measure_stages(source, args) -> list[dict]:
     stats = timing.repeat(lambda: [fn(i) for i in range(calls)], warmup=1, repeats=args.repeats)
     results.append({"stage": name, "ms_per_element": stats.median * 1e3 / (calls * elements)})
   return results
+
+
+def measure_decode(source, args) -> list[dict]:
+  """ms per image to decode inception-crop boxes: region decode vs full decode + slice."""
+  import simplejpeg
+  from luab_jax.pp import geometry
+  from luab_jax.pp import image_ops
+  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
+  images = [image_ops.open_image(source[i]["image"]) for i in range(min(len(source), 600))]
+  rng = np.random.default_rng(0)
+  boxes = [geometry.sample_inception_box(rng, im.height, im.width) for im in images]
+
+  def full():
+    for im, (top, left, h, w) in zip(images, boxes):
+      simplejpeg.decode_jpeg(im.jpeg, colorspace="RGB", strict=True)[top:top + h, left:left + w]
+
+  def region():
+    for im, box in zip(images, boxes):
+      image_ops.load_box(im, box)
+
+  variants = {"full decode + slice": full, "region decode (load_box)": region}
+  times = {name: [] for name in variants}
+  for r in range(args.warmup + 2 * args.repeats + 1):
+    for name in (list(variants) if r % 2 else list(variants)[::-1]):  # Alternating order.
+      start = time.perf_counter()
+      variants[name]()
+      if r >= args.warmup:
+        times[name].append((time.perf_counter() - start) * 1e3 / len(images))
+  area = float(np.mean([b[2] * b[3] / (im.height * im.width) for b, im in zip(boxes, images)]))
+  return [{"variant": name, "images": len(images), "mean_box_area_share": area,
+           "ms_per_image": {"median": float(np.median(t)), "min": min(t), "max": max(t)}}
+          for name, t in times.items()]
 
 
 def main():
@@ -144,6 +183,8 @@ def main():
                       help="comma-separated: loop, or CORES:WORKERS:THREADS:PREFETCH")
   parser.add_argument("--stages", action="store_true",
                       help="time the pipeline's stages per element instead of --settings")
+  parser.add_argument("--decode", action="store_true",
+                      help="time region vs full JPEG decode of the same boxes instead")
   parser.add_argument("--prepare_only", action="store_true")
   parser.add_argument("--out", default=None, help="also append the JSON lines here")
   args = parser.parse_args()
@@ -155,13 +196,21 @@ def main():
   flags.FLAGS.mark_as_parsed()  # Grain's worker processes read absl flags (their defaults).
   from luab_jax.datasets import core
   core.hide_accelerators_from_tensorflow()
-  source = core.get_source(DATASET, "train", data_dir)
-  header = timing.machine("jax", "grain", "simplejpeg", "opencv-python-headless", "pillow",
-                          "numpy")
+  from luab_jax.pp import transforms
+  # What the trainer reads: only the features the training transform uses are decoded.
+  source = core.get_source(DATASET, "train", data_dir,
+                           features=transforms.TrainTransform.RECORD_KEYS)
+  header = timing.machine("jax", "grain", "simplejpeg", "turbojpeg", "opencv-python-headless",
+                          "pillow", "numpy")
   timing.emit({"kind": "header", "bench": "input_pipeline", **header}, args.out)
   if args.stages:
-    for result in measure_stages(source, args):
+    whole_records = core.get_source(DATASET, "train", data_dir)
+    for result in measure_stages(source, whole_records, args):
       timing.emit({"kind": "result", "bench": "input_stages", **result}, args.out)
+    return
+  if args.decode:
+    for result in measure_decode(source, args):
+      timing.emit({"kind": "result", "bench": "jpeg_decode", **result}, args.out)
     return
   all_cores = set(os.sched_getaffinity(0))
   rows = []

@@ -50,6 +50,7 @@ from luab_jax import xla_flags
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
 from luab_jax.pp import image_ops
+from luab_jax.pp import transforms
 
 NAN_POLICIES = ("stop", "skip")
 # Logged as sums over the logging interval (counts), not as means.
@@ -164,7 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                dict(mesh.shape), mesh.size, jax.process_count(), per_process_batch)
 
   # ------------------------------------------------------------------ Data.
-  train_source = datasets.get_source(config.dataset, config.train_split, config.data_dir)
+  train_source = datasets.get_source(config.dataset, config.train_split, config.data_dir,
+                                     features=transforms.TrainTransform.RECORD_KEYS)
   num_train = len(train_source)
   total_steps = durations.steps("total", config, num_examples=num_train,
                                 batch_size=config.batch_size)

@@ -1,5 +1,5 @@
-"""Reduced-size JPEG decoding (PIL draft) against the full-size decode: same boxes, same points,
-nearly the same pixels; and draft is really used where the crop allows it."""
+"""Reduced-size JPEG decoding (DCT-domain scaling) against the full-size decode: same boxes, same
+points, nearly the same pixels; and the reduced decode is really used where the crop allows it."""
 
 import io
 import pathlib
@@ -12,6 +12,7 @@ from PIL import Image
 from luab_jax.models import vit
 from luab_jax.pp import geometry
 from luab_jax.pp import image_ops
+from luab_jax.pp import jpeg_region
 from luab_jax.pp import transforms
 
 PHOTOS = pathlib.Path(__file__).parent / "fixtures" / "photos"
@@ -58,20 +59,25 @@ def _reference(data, box, size, flip, method="bilinear"):
   return image_ops.crop_resize(full, box, size, flip=flip, method=method).astype(np.float32)
 
 
+def _spy_on_region_decode_scales(monkeypatch) -> list[int]:
+  """The decode scale of every region decode from now on (1: full size, 2: half, ...)."""
+  scales = []
+  decode_region = jpeg_region.decode_region
+
+  def spy(*args, scale=1, **kwargs):
+    scales.append(scale)
+    return decode_region(*args, scale=scale, **kwargs)
+
+  monkeypatch.setattr(jpeg_region, "decode_region", spy)
+  return scales
+
+
 def test_train_transform_draft_matches_full_decode(monkeypatch):
   data = _large_jpeg()
   record = {"image": data, "label": 1, "point": np.float32([0.42, 0.61]), "has_point": True,
             "file_name": "large.jpg"}
   transform = transforms.TrainTransform(image_size=224, scale=(0.3, 1.0))
-  scales = []
-  load_rgb = image_ops.load_rgb
-
-  def spy(*args, **kwargs):
-    image, scale = load_rgb(*args, **kwargs)
-    scales.append(scale)
-    return image, scale
-
-  monkeypatch.setattr(image_ops, "load_rgb", spy)
+  scales = _spy_on_region_decode_scales(monkeypatch)
   for seed in range(12):
     example = transform.random_map(record, np.random.default_rng(seed))
     # The box and the flip the transform drew, replayed from the same seed in original pixels.
@@ -87,7 +93,7 @@ def test_train_transform_draft_matches_full_decode(monkeypatch):
     diff = np.abs(example["image"] - reference)
     # uint8 levels: DCT-domain downscaling + resize vs resize alone of a smooth photo.
     assert diff.mean() < 2.5 and np.percentile(diff, 99) < 19, (seed, scales[-1], diff.mean())
-  assert 2.0 in scales and sum(s > 1 for s in scales) >= 6, scales  # Really used.
+  assert 2 in scales and sum(s > 1 for s in scales) >= 6, scales  # Really used.
 
 
 def test_train_transform_moves_a_painted_dot_with_its_point_at_reduced_size(monkeypatch):
@@ -97,10 +103,7 @@ def test_train_transform_moves_a_painted_dot_with_its_point_at_reduced_size(monk
             "point": np.float32([(px + 0.5) / width, (py + 0.5) / height]), "has_point": True,
             "file_name": "dot.jpg"}
   transform = transforms.TrainTransform(image_size=64, scale=(0.2, 1.0), resize_method="bilinear")
-  scales = []
-  load_rgb = image_ops.load_rgb
-  monkeypatch.setattr(image_ops, "load_rgb",
-                      lambda *a, **k: (lambda r: (scales.append(r[1]), r)[1])(load_rgb(*a, **k)))
+  scales = _spy_on_region_decode_scales(monkeypatch)
   seen = 0
   for seed in range(30):
     example = transform.random_map(record, np.random.default_rng(seed))
@@ -113,7 +116,7 @@ def test_train_transform_moves_a_painted_dot_with_its_point_at_reduced_size(monk
     centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / 64
     np.testing.assert_allclose(centre, example["points"][0], atol=2.5 / 64,
                                err_msg=f"seed {seed}, decode scale {scales[-1]}")
-  assert seen >= 5 and max(scales) >= 4.0, (seen, scales)
+  assert seen >= 5 and max(scales) >= 4, (seen, scales)
 
 
 def test_eval_transform_draft_matches_full_decode():

@@ -2,6 +2,7 @@
 builders, the training pipeline and a few training steps of each config."""
 
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -68,8 +69,29 @@ def test_points_are_x_then_y_through_the_pipeline(fixture_data_dir, dataset, poi
   assert checked >= 2  # The fixtures have clicked images whose click survives the crop.
 
 
+@pytest.mark.parametrize("dataset", ["imagenet_ab/fixture", "coco_ab/fixture"])
+def test_training_source_decodes_only_what_the_transform_reads(fixture_data_dir, dataset):
+  whole = core.get_source(dataset, "train", fixture_data_dir)
+  subset = core.get_source(dataset, "train", fixture_data_dir,
+                           features=transforms.TrainTransform.RECORD_KEYS)
+  # Grain's worker processes get the source pickled.
+  subset = pickle.loads(pickle.dumps(subset))
+  assert len(subset) == len(whole)
+  transform = transforms.TrainTransform(image_size=32, num_points=80 if "coco" in dataset else 1)
+  for index in range(len(whole)):
+    full, lean = whole[index], subset[index]
+    assert set(lean) == set(full) & set(transforms.TrainTransform.RECORD_KEYS) < set(full)
+    for key, value in lean.items():
+      np.testing.assert_array_equal(value, full[key], err_msg=f"{dataset}[{index}] {key}")
+    want = transform.random_map(full, np.random.default_rng(index))
+    got = transform.random_map(lean, np.random.default_rng(index))
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=f"{dataset}[{index}] {key}")
+
+
 def test_coco_train_batches_follow_the_crop_rule(fixture_data_dir):
-  source = core.get_source("coco_ab/fixture", "train", fixture_data_dir)
+  source = core.get_source("coco_ab/fixture", "train", fixture_data_dir,
+                           features=transforms.TrainTransform.RECORD_KEYS)
   config = _load_config("vit_s16_coco_ab")
   ds = input_pipeline.make_train_dataset(source, config.input, per_process_batch_size=8,
                                          seed=0, num_points=80)

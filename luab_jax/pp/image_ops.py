@@ -1,22 +1,28 @@
 """Image decoding (libjpeg-turbo, PIL) and resampling (OpenCV) on the host, in Grain transforms.
 
 The crop box is chosen before any pixel is decoded: `open_image` reads only the header (the
-image size), the caller samples its box in original pixels, and `load_rgb` then decodes a JPEG
-at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg's scaled IDCT) whenever the box is still at
-least the output size at that scale (`draft_scale`). `crop_resize` takes the box in original
-pixels and the scale actually decoded, so crop boxes and the points that follow them
-(`geometry.points_into_crop`, always in original pixels) do not depend on the decode scale;
-only the resampled pixels differ slightly (DCT-domain downscaling, then the resize). For 224 px
-crops of ImageNet-sized photos (~500 x 375) no reduction keeps 224 px, so those decode at full
-size; larger photos, or smaller outputs, decode at reduced size.
+image size), the caller samples its box in original pixels, and `load_box` then decodes only
+what the box needs:
+- a JPEG decodes just the box's region (`jpeg_region`: libjpeg-turbo skips the rows and columns
+  outside it, as tf.data's `decode_and_crop_jpeg`; the same pixels as a full decode), and at
+  1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg's scaled IDCT) whenever the box is still at
+  least the output size at that scale (`draft_scale`);
+- other formats (and CMYK/YCCK JPEGs, which the region decoder does not convert) decode whole
+  (`load_rgb`), and the box is sliced out.
+Boxes, and the points that follow them (`geometry.points_into_crop`, always in original pixels),
+do not depend on the decode scale; a reduced decode takes the box rounded to whole decoded pixels
+(`box_at_scale`), and only the resampled pixels differ slightly (DCT-domain downscaling, then
+the resize). For 224 px crops of ImageNet-sized photos (~500 x 375) no reduction keeps 224 px,
+so those decode their region at full size; larger photos, or smaller outputs, decode at reduced
+size.
 
-Decoders: JPEGs go straight to libjpeg-turbo through simplejpeg (straight into a numpy array:
-0.88 ms for a 500 x 375 JPEG against 1.09 ms + 0.08 ms to copy out of PIL; bit-identical
-pixels for YCbCr and grayscale JPEGs, CMYK within one level), in strict mode, so a truncated
-or corrupt file raises instead of coming back with grey rows. Other formats (PNG, ...) and
-the rare JPEG whose header libjpeg-turbo's simple API does not take (unusual chroma sampling)
-are decoded by PIL, which raises on a truncated file too. Either way the result is RGB: CMYK,
-grayscale, palette and RGBA input are converted.
+Whole-image decoders (`load_rgb`): JPEGs go straight to libjpeg-turbo through simplejpeg
+(straight into a numpy array: 0.88 ms for a 500 x 375 JPEG against 1.09 ms + 0.08 ms to copy out
+of PIL; bit-identical pixels for YCbCr and grayscale JPEGs, CMYK within one level), in strict
+mode, so a truncated or corrupt file raises instead of coming back with grey rows. Other formats
+(PNG, ...) and the rare JPEG whose header libjpeg-turbo's simple API does not take (unusual
+chroma sampling) are decoded by PIL, which raises on a truncated file too. Either way the result
+is RGB: CMYK, grayscale, palette and RGBA input are converted.
 
 Resizing is OpenCV's SIMD kernels (a box of a 500 x 375 image to 224 px: bilinear 0.11 ms
 against PIL's antialiased 0.68 ms, bicubic 0.13 against 1.08 ms; BENCHMARKS.md, Input pipeline).
@@ -40,6 +46,8 @@ import numpy as np
 from PIL import Image
 import simplejpeg
 
+from luab_jax.pp import jpeg_region
+
 RESIZE_METHODS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
                   "bicubic": cv2.INTER_CUBIC}
 _DRAFT_SCALES = (8, 4, 2)
@@ -61,11 +69,13 @@ class OpenedImage:
   """An image whose size is known and whose pixels are not decoded yet (`load_rgb` does).
 
   Exactly one of `jpeg` (bytes for libjpeg-turbo), `pil` (an opened PIL image) and `pixels`
-  (an array that needs no decoding) is set.
+  (an array that needs no decoding) is set. `jpeg_colorspace` is the JPEG header's colour space
+  ("YCbCr", "Gray", "RGB", "CMYK", "YCCK").
   """
   width: int
   height: int
   jpeg: bytes | None = None
+  jpeg_colorspace: str | None = None
   pil: Image.Image | None = None
   pixels: np.ndarray | None = None
 
@@ -96,8 +106,8 @@ def open_image(image, *, name: str = "<record>") -> OpenedImage:
     image = image.item() if image.ndim == 0 else image.tobytes()
   if image[:2] == _JPEG_START:
     try:
-      height, width, _, _ = simplejpeg.decode_jpeg_header(image)
-      return OpenedImage(width, height, jpeg=image)
+      height, width, colorspace, _ = simplejpeg.decode_jpeg_header(image)
+      return OpenedImage(width, height, jpeg=image, jpeg_colorspace=colorspace)
     except ValueError:
       pass  # Not a header libjpeg-turbo's simple API takes: PIL reads it, or names the error.
   try:
@@ -152,25 +162,61 @@ def decode_rgb(image, *, name: str = "<record>") -> np.ndarray:
   return load_rgb(open_image(image, name=name), name=name)[0]
 
 
-def crop_resize(pixels: np.ndarray, box, size: int, *, method: str = "bilinear",
-                scale: float = 1.0, flip: bool = False) -> np.ndarray:
-  """Crops `box` = (top, left, height, width) and resizes it to size x size, as uint8 [S, S, 3].
+def box_at_scale(box, image_hw, decoded_hw) -> tuple[int, int, int, int]:
+  """`box` = (top, left, height, width) in original pixels, in pixels of a reduced decode.
 
-  `pixels` is a decoded uint8 RGB array [H, W, 3] (`load_rgb`). `box` is in pixels of the
-  original image; `scale` is how much smaller `image` was decoded (`load_rgb`), so the
-  box is taken at box / scale, rounded to whole decoded pixels (at most half a decoded pixel, i.e.
-  under 0.25 % of a box that a reduced decode allows; the points follow the box in original
-  pixels exactly). `flip` mirrors the result left-right.
+  Edges are rounded to whole decoded pixels (at most half a decoded pixel: under 0.25 % of a
+  box that a reduced decode allows) and kept inside the decoded image; at least one pixel.
   """
+  if tuple(image_hw) == tuple(decoded_hw):
+    return tuple(box)
+  (height, width), (decoded_height, decoded_width) = image_hw, decoded_hw
   top, left, h, w = box
-  if scale != 1.0:
-    bottom, right = round((top + h) / scale), round((left + w) / scale)
-    top, left = round(top / scale), round(left / scale)
-    h, w = max(1, bottom - top), max(1, right - left)
+  fy, fx = decoded_height / height, decoded_width / width
+  top, left = min(round(top * fy), decoded_height - 1), min(round(left * fx), decoded_width - 1)
+  bottom = min(max(round((box[0] + h) * fy), top + 1), decoded_height)
+  right = min(max(round((box[1] + w) * fx), left + 1), decoded_width)
+  return top, left, bottom - top, right - left
+
+
+def _slice_box(pixels: np.ndarray, box) -> np.ndarray:
+  top, left, h, w = box
   crop = pixels[top:top + h, left:left + w]
-  if crop.shape[:2] != (h, w):
-    raise ValueError(f"Crop box {box} (decoded at 1/{scale:g}) leaves the image of shape "
-                     f"{pixels.shape}.")
-  resized = cv2.resize(crop, (size, size), interpolation=RESIZE_METHODS[method])
+  if top < 0 or left < 0 or crop.shape[:2] != (h, w):
+    raise ValueError(f"Crop box {tuple(box)} leaves the image of shape {pixels.shape}.")
+  return crop
+
+
+def load_box(image: OpenedImage, box, *, name: str = "<record>", scale: int = 1) -> np.ndarray:
+  """Decodes the pixels of `box` = (top, left, height, width), in original pixels, of an image.
+
+  At 1/`scale` where the format allows it (JPEG: `draft_scale`), the box then rounded to whole
+  decoded pixels (`box_at_scale`). A JPEG in a colour space that `jpeg_region` converts decodes
+  only the box's region; anything else decodes whole (`load_rgb`) and is sliced. Returns uint8
+  RGB [h, w, 3]. Raises ValueError naming `name` for a truncated or undecodable image.
+  """
+  if image.jpeg is not None and image.jpeg_colorspace in jpeg_region.DECODABLE_COLORSPACES:
+    decoded_hw = (math.ceil(image.height / scale), math.ceil(image.width / scale))
+    top, left, h, w = box_at_scale(box, (image.height, image.width), decoded_hw)
+    try:
+      return jpeg_region.decode_region(image.jpeg, top, left, h, w, scale=scale)
+    except ValueError as e:
+      raise ValueError(f"Cannot decode the image of {name}: {e}") from e
+  pixels, _ = load_rgb(image, name=name, scale=scale)
+  return _slice_box(pixels, box_at_scale(box, (image.height, image.width), pixels.shape[:2]))
+
+
+def resize(pixels: np.ndarray, size: int, *, method: str = "bilinear",
+           flip: bool = False) -> np.ndarray:
+  """Resizes uint8 [H, W, 3] to size x size (`RESIZE_METHODS`); `flip` mirrors left-right."""
+  resized = cv2.resize(pixels, (size, size), interpolation=RESIZE_METHODS[method])
   return cv2.flip(resized, 1) if flip else resized
 
+
+def crop_resize(pixels: np.ndarray, box, size: int, *, method: str = "bilinear",
+                flip: bool = False) -> np.ndarray:
+  """Crops `box` = (top, left, height, width) of a decoded uint8 RGB array and resizes it.
+
+  Returns uint8 [size, size, 3]; `flip` mirrors the result left-right.
+  """
+  return resize(_slice_box(pixels, box), size, method=method, flip=flip)

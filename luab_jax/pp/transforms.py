@@ -36,6 +36,7 @@ crop loses its positive label for that crop; a class present but never clicked k
 """
 
 import dataclasses
+from typing import ClassVar
 
 import grain
 import numpy as np
@@ -103,10 +104,13 @@ class TrainTransform(grain.transforms.RandomMap):
 
   Seeded by Grain's `random_map(seed=...)` per element index, so the crop of example i is the
   same whatever the number of workers, and a resumed run sees the same augmentations.
-  The box is drawn from the header's size before any pixel is decoded, so a JPEG whose box
-  holds `draft_scale` x the output size decodes at 1/2, 1/4 or 1/8 size; box and points stay
-  in original pixels (`image_ops` module docstring).
+  The box is drawn from the header's size before any pixel is decoded, so a JPEG decodes only
+  the box's region, at 1/2, 1/4 or 1/8 size where the box holds `draft_scale` x the output
+  size; box and points stay in original pixels (`image_ops` module docstring).
   """
+  # Every record key `random_map` can read (datasets.get_source(features=...) decodes no other).
+  RECORD_KEYS: ClassVar[tuple[str, ...]] = ("image", "label", "labels", "point", "has_point",
+                                            "points", "has_points", "file_name")
   image_size: int
   scale: tuple[float, float] = (0.08, 1.0)
   ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -120,18 +124,17 @@ class TrainTransform(grain.transforms.RandomMap):
   def random_map(self, record, rng: np.random.Generator):
     name = _record_name(record)
     try:
-      # The header gives the size; the box is drawn before decoding, so a JPEG whose box is
-      # large enough decodes at reduced size (image_ops module docstring).
+      # The header gives the size; the box is drawn before decoding, so only the box is
+      # decoded, at reduced size where it is large enough (image_ops module docstring).
       image = image_ops.open_image(record["image"], name=name)
       width, height = image.size
       box = geometry.sample_inception_box(rng, height, width, scale=self.scale, ratio=self.ratio)
       flip = self.flip and bool(rng.random() < 0.5)
-      image, scale = image_ops.load_rgb(image, name=name,
-                                        scale=image_ops.draft_scale(box, self.image_size))
+      crop = image_ops.load_box(image, box, name=name,
+                                scale=image_ops.draft_scale(box, self.image_size))
     except ValueError:  # Undecodable: kept with weight 0 and counted (module docstring).
       return self._skipped(record)
-    pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method,
-                                   scale=scale, flip=flip)
+    pixels = image_ops.resize(crop, self.image_size, method=self.resize_method, flip=flip)
     points, valid, bad_points = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=flip)
     return {
@@ -215,10 +218,9 @@ class EvalTransform(grain.transforms.Map):
     image = image_ops.open_image(record["image"], name=name)
     width, height = image.size
     box = geometry.central_box(height, width, self.crop_fraction)
-    image, scale = image_ops.load_rgb(image, name=name,
-                                      scale=image_ops.draft_scale(box, self.image_size))
-    pixels = image_ops.crop_resize(image, box, self.image_size, method=self.resize_method,
-                                   scale=scale)
+    crop = image_ops.load_box(image, box, name=name,
+                              scale=image_ops.draft_scale(box, self.image_size))
+    pixels = image_ops.resize(crop, self.image_size, method=self.resize_method)
     points, valid, _ = _point_and_validity(record, self.num_points)
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=False)
     example = {
