@@ -11,7 +11,8 @@ On a GPU (bfloat16, cuDNN attention, ten steps per timed call):
 
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
 (`LayerNorm`), gelu (`gelu`), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the
-einsum form other platforms get). Variants:
+einsum form other platforms get), split (the attention of `CPU_ATTENTION_GROUPS` slices of the
+batch as independent operations on one CPU device; plain: one batched attention). Variants:
 "base" = all plain, "all" = as committed, "-X" (or "-X-Y") = all but X plain, "+X" = only X kept.
 """
 
@@ -39,6 +40,7 @@ PLAIN = {
     "ln": (vit.LayerNorm, "__call__", nnx.LayerNorm.__call__),
     "gelu": (vit, "gelu", functools.partial(jax.nn.gelu, approximate=False)),
     "proj": (vit, "_for_cpu", lambda: False),
+    "split": (vit, "CPU_ATTENTION_GROUPS", 1),
 }
 
 

@@ -328,6 +328,35 @@ def test_attention_is_flax_multi_head_attention_with_the_same_parameters():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def _attention_dots(apply, *args) -> int:
+  return str(jax.make_jaxpr(apply)(*args)).count("dot_general")
+
+
+def test_cpu_attention_in_batch_slices_computes_the_same(monkeypatch):
+  """On one CPU device the attention runs per slice of the batch (independent matmuls that
+  XLA:CPU runs side by side); values and gradients are those of one batched attention."""
+  model = _model(head_zero_init=False)
+  images = _images(batch=4)
+  assert vit._attention_groups(4) == 4 and vit._attention_groups(6) == 2
+  sliced_dots = _attention_dots(lambda x: model(x)["logits"], images)
+  sliced_loss, _, sliced_grads = _model_loss_and_grads(model, images)
+  monkeypatch.setattr(vit, "CPU_ATTENTION_GROUPS", 1)
+  assert vit._attention_groups(4) == 1
+  # Two matmuls per attention and per slice: 3 slices more, 2 blocks.
+  assert sliced_dots - _attention_dots(lambda x: model(x)["logits"], images) == 2 * 3 * 2
+  whole_loss, _, whole_grads = _model_loss_and_grads(model, images)
+  np.testing.assert_allclose(sliced_loss, whole_loss, rtol=1e-6)
+  _assert_same_grads(sliced_grads, whole_grads)
+
+
+def test_attention_is_one_batched_computation_on_a_multi_device_mesh():
+  """Slices of the batch would cut across the devices' shards: not sliced there."""
+  mesh = sharding.make_mesh([("data", 2), ("fsdp", 2), ("model", 2)])
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    assert vit._attention_groups(8) == 1
+  assert vit._attention_groups(8) == 4  # No mesh: one CPU device.
+
+
 def test_patch_embedding_is_the_strided_convolution():
   model = _model(head_zero_init=False)
   images = _images(batch=3)

@@ -330,6 +330,31 @@ def _gelu_bwd(x, g):
 gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
+# XLA:CPU runs a matmul with batch dimensions on one thread (68-90 GFLOP/s for ViT-Ti/16's
+# q k^T at batch 32 on 2 cores, where a 2-D matmul of the same FLOPs reaches 179), but its
+# runtime runs independent operations side by side. So a CPU program on one device computes
+# the attention of CPU_ATTENTION_GROUPS slices of the batch as independent operations: that
+# matmul alone 5.5 -> 3.8 ms in four slices; the ViT-Ti/16 train step 1.01-1.08x faster in
+# three A/B runs (BENCHMARKS.md, Train step). Not on a multi-device mesh, where slices of the
+# batch would cut across the devices' shards.
+CPU_ATTENTION_GROUPS = 4
+
+
+def _attention_groups(batch: int) -> int:
+  """How many independent slices of the batch the attention is computed in (module comment)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if not _for_cpu() or (not mesh.empty and mesh.size > 1):
+    return 1
+  return math.gcd(batch, CPU_ATTENTION_GROUPS)
+
+
+def _attend(q, k, v, dtype):
+  """softmax(q k^T) v over [B, H, N, K] (q already scaled); logits and softmax in float32."""
+  logits = jnp.einsum("bhqk,bhsk->bhqs", q, k, preferred_element_type=jnp.float32)
+  weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+  return jnp.einsum("bhqs,bhsk->bhqk", weights, v)
+
+
 class SelfAttention(nnx.Module):
   """Multi-head self-attention with the parameter layout of flax's MultiHeadAttention.
 
@@ -341,7 +366,8 @@ class SelfAttention(nnx.Module):
     tokens), the layout in which both attention matmuls are plain batched matmuls over (B, H);
     logits and softmax in float32. On CPU one attention's forward + backward took 88 ms vs 116 ms
     for jax.nn.dot_product_attention on [B, N, H, K] inputs (micro-benchmark, ViT-Ti/16 sizes;
-    with the patch-embedding and Dense changes: whole train step 1.12x faster, BENCHMARKS.md).
+    with the patch-embedding and Dense changes: whole train step 1.12x faster, BENCHMARKS.md);
+    on one CPU device it is computed for CPU_ATTENTION_GROUPS slices of the batch apart.
   "cudnn": jax.nn.dot_product_attention(implementation="cudnn") on [B, N, H, K], cuDNN's fused
     (flash) kernel; GPU only.
   """
@@ -395,10 +421,14 @@ class SelfAttention(nnx.Module):
       q, k, v = (constrain(self._project(p, x, heads_first=True),
                            ("batch", "heads", "length", "head_dim"))
                  for p in (self.query, self.key, self.value))
-      logits = jnp.einsum("bhqk,bhsk->bhqs", q * jnp.asarray(self.head_dim ** -0.5, q.dtype), k,
-                          preferred_element_type=jnp.float32)
-      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-      mixed = jnp.einsum("bhqs,bhsk->bhqk", weights, v)
+      q = q * jnp.asarray(self.head_dim ** -0.5, q.dtype)
+      groups = _attention_groups(q.shape[0])
+      if groups == 1:
+        mixed = _attend(q, k, v, self.dtype)
+      else:
+        size = q.shape[0] // groups
+        mixed = jnp.concatenate([_attend(q[i:i + size], k[i:i + size], v[i:i + size],
+                                         self.dtype) for i in range(0, q.shape[0], size)])
       mixed = constrain(mixed, ("batch", "heads", "length", "head_dim"))
       out = jnp.einsum("bhnk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
     return add_bias(out, self.out.bias[...].astype(self.dtype))
