@@ -93,15 +93,15 @@ def main():
       run()
       run()
     runs[variant] = run
-  times = {variant: [] for variant in variants}
-  for r in range(args.rounds):
-    for variant in variants if r % 2 == 0 else variants[::-1]:
-      start = time.perf_counter()
-      runs[variant](args.steps_per_round)
-      times[variant].append((time.perf_counter() - start) / args.steps_per_round)
-    # Each round as it ends, so a run stopped at a time limit keeps what it measured.
-    timing.emit({"kind": "round", "round": r,
-                 "step_s": {variant: times[variant][-1] for variant in variants}}, args.out)
+  def step_s(variant):
+    start = time.perf_counter()
+    runs[variant](args.steps_per_round)
+    return (time.perf_counter() - start) / args.steps_per_round
+
+  times = timing.alternating(
+      step_s, variants, rounds=args.rounds,
+      on_round=lambda r, figures: timing.emit(
+          {"kind": "round", "round": r, "step_s": figures}, args.out))
   for variant in variants:
     median = statistics.median(times[variant])
     timing.emit({"kind": "result", "variant": variant, "plain": plain_levers(variant),

@@ -51,15 +51,15 @@ def main():
     if batch % groups:
       raise ValueError(f"--groups {groups} does not divide the batch {batch}.")
     jax.block_until_ready(fn(a, b))
-  times = {groups: [] for groups in variants}
-  for r in range(args.rounds):
-    for groups in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-      calls = []
-      for _ in range(args.calls):
-        start = time.perf_counter()
-        jax.block_until_ready(variants[groups](a, b))
-        calls.append(time.perf_counter() - start)
-      times[groups].append(statistics.median(calls))
+  def median_call_s(groups):
+    calls = []
+    for _ in range(args.calls):
+      start = time.perf_counter()
+      jax.block_until_ready(variants[groups](a, b))
+      calls.append(time.perf_counter() - start)
+    return statistics.median(calls)
+
+  times = timing.alternating(median_call_s, variants, rounds=args.rounds)
   flops = 2 * batch * rows * depth * rows
   for groups, t in times.items():
     median = statistics.median(t)

@@ -27,7 +27,7 @@ def main():
   parser.add_argument("--workdir", default="/tmp/luab_input_bench")
   parser.add_argument("--num_images", type=int, default=600,
                       help="records in the benchmark dataset: Grain's global shuffle costs "
-                           "~30,000 / N us per element (52 us at 600, 6 us at 10,000, 5 at "
+                           "~30,000 / N us per element (52 us at 600, 6 us at 10,000, 4.7 at "
                            "ImageNet's 1.28M), so small datasets overstate it")
   parser.add_argument("--ours_python", default=os.path.join(ROOT, ".venv", "bin", "python"))
   parser.add_argument("--peer_python", default=os.path.join(ROOT, ".venv-bench", "bin", "python"))

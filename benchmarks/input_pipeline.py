@@ -138,8 +138,10 @@ def measure_stages(source, whole_records, args) -> list[dict]:
 
 
 def measure_decode(source, args) -> list[dict]:
-  """ms per image to decode inception-crop boxes: region decode vs full decode + slice."""
-  import simplejpeg
+  """ms per image to decode inception-crop boxes: region decode vs full decode + slice.
+
+  Both over the same boxes, in `2 * --repeats + 1` alternating rounds after `--warmup` rounds.
+  """
   from luab_jax.pp import geometry
   from luab_jax.pp import image_ops
   os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
@@ -149,20 +151,21 @@ def measure_decode(source, args) -> list[dict]:
 
   def full():
     for im, (top, left, h, w) in zip(images, boxes):
-      simplejpeg.decode_jpeg(im.jpeg, colorspace="RGB", strict=True)[top:top + h, left:left + w]
+      image_ops.load_rgb(im)[0][top:top + h, left:left + w]
 
   def region():
     for im, box in zip(images, boxes):
       image_ops.load_box(im, box)
 
   variants = {"full decode + slice": full, "region decode (load_box)": region}
-  times = {name: [] for name in variants}
-  for r in range(args.warmup + 2 * args.repeats + 1):
-    for name in (list(variants) if r % 2 else list(variants)[::-1]):  # Alternating order.
-      start = time.perf_counter()
-      variants[name]()
-      if r >= args.warmup:
-        times[name].append((time.perf_counter() - start) * 1e3 / len(images))
+
+  def ms_per_image(name):
+    start = time.perf_counter()
+    variants[name]()
+    return (time.perf_counter() - start) * 1e3 / len(images)
+
+  times = timing.alternating(ms_per_image, variants, rounds=2 * args.repeats + 1,
+                             warmup=args.warmup)
   area = float(np.mean([b[2] * b[3] / (im.height * im.width) for b, im in zip(boxes, images)]))
   return [{"variant": name, "images": len(images), "mean_box_area_share": area,
            "ms_per_image": {"median": float(np.median(t)), "min": min(t), "max": max(t)}}

@@ -99,6 +99,28 @@ def machine(*packages: str, accelerator: str | None = None) -> dict:
           "accelerator": accelerator or "none", "versions": versions(*packages)}
 
 
+def alternating(measure, names, *, rounds: int, warmup: int = 0,
+                on_round=None) -> dict[str, list[float]]:
+  """{name: [measure(name) of each timed round]}, the names taken in alternating order.
+
+  Round r measures every name, in `names` order when r is even and reversed when odd, so that
+  drift of a shared machine falls on all of them; the first `warmup` rounds are not kept.
+  `measure(name)` returns the figure (e.g. seconds); `on_round(r, {name: figure})` is called
+  after each kept round, so a run stopped at a time limit keeps what it printed.
+  """
+  names = list(names)
+  kept = {name: [] for name in names}
+  for r in range(warmup + rounds):
+    figures = {name: measure(name) for name in (names if r % 2 == 0 else names[::-1])}
+    if r < warmup:
+      continue
+    for name in names:
+      kept[name].append(figures[name])
+    if on_round is not None:
+      on_round(r - warmup, figures)
+  return kept
+
+
 def emit(record: dict, out: str | None = None) -> None:
   """Prints one JSON line (what the drivers parse) and appends it to `out` if given."""
   line = json.dumps(record, sort_keys=True)

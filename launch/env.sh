@@ -1,15 +1,20 @@
 # Sourced by the launch scripts (and usable in an interactive shell): creates the virtual environment on first use, then activates it.
-# LUAB_VENV overrides its location (default: .venv at the repository root).
+# LUAB_VENV overrides its location (default: .venv at the repository root); LUAB_REQUIREMENTS
+# the requirement files installed into it (default: requirements.txt; e.g.
+# "requirements.txt requirements-tpu.txt" for .venv-tpu). The venv is reinstalled whenever
+# those files change.
 LUAB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LUAB_VENV="${LUAB_VENV:-$LUAB_ROOT/.venv}"
+LUAB_REQUIREMENTS="${LUAB_REQUIREMENTS:-requirements.txt}"
 PYTHON="${PYTHON:-python3}"
 stamp="$LUAB_VENV/.requirements.sha256"
-want="$(sha256sum "$LUAB_ROOT/requirements.txt" | cut -d' ' -f1)"
+want="$(cd "$LUAB_ROOT" && cat $LUAB_REQUIREMENTS | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$LUAB_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing requirements.txt into $LUAB_VENV (first run: a few minutes)"
+  echo "[setup] installing $LUAB_REQUIREMENTS into $LUAB_VENV (first run: a few minutes)"
   "$PYTHON" -m venv "$LUAB_VENV" &&
     "$LUAB_VENV/bin/python" -m pip install --quiet --upgrade pip &&
-    "$LUAB_VENV/bin/python" -m pip install --quiet -r "$LUAB_ROOT/requirements.txt" &&
+    (cd "$LUAB_ROOT" && "$LUAB_VENV/bin/python" -m pip install --quiet \
+      $(printf -- '-r %s ' $LUAB_REQUIREMENTS)) &&
     echo "$want" > "$stamp" ||
     { echo "[setup] installing the requirements failed" >&2; return 1 2>/dev/null || exit 1; }
 fi

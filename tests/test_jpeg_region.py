@@ -56,17 +56,14 @@ def test_regions_equal_the_whole_decode(kind, scale):
   rng = np.random.default_rng(scale)
   # Every left edge and every top edge over more than an iMCU, random sizes, plus the image's
   # own edges (a box flush with the right or bottom edge has no context pixel beyond it).
-  boxes = [(0, 0, height, width), (height - 1, width - 1, 1, 1)]
+  corners = [(0, 0), (height - 1, width - 1)]  # The whole image; its last pixel.
   for start in range(min(40, height - 1, width - 1)):
-    boxes.append((start, int(rng.integers(0, width - 1)), 1 + int(rng.integers(0, height - start)),
-                  0))
-    boxes.append((int(rng.integers(0, height - 1)), start, 0,
-                  1 + int(rng.integers(0, width - start))))
-  for i, (top, left, h, w) in enumerate(boxes):
-    h = h or 1 + int(rng.integers(0, height - top))
-    w = w or 1 + int(rng.integers(0, width - left))
+    corners += [(start, int(rng.integers(0, width))), (int(rng.integers(0, height)), start)]
+  for i, (top, left) in enumerate(corners):
     if i % 3 == 0:  # Flush with the bottom-right corner.
       h, w = height - top, width - left
+    else:
+      h, w = 1 + int(rng.integers(0, height - top)), 1 + int(rng.integers(0, width - left))
     region = jpeg_region.decode_region(data, top, left, h, w, scale=scale)
     assert region.shape == (h, w, 3) and region.dtype == np.uint8
     np.testing.assert_array_equal(region, whole[top:top + h, left:left + w],

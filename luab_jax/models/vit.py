@@ -342,8 +342,7 @@ CPU_ATTENTION_GROUPS = 4
 
 def _attention_groups(batch: int) -> int:
   """How many independent slices of the batch the attention is computed in (module comment)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if not _for_cpu() or (not mesh.empty and mesh.size > 1):
+  if not _for_cpu() or jax.sharding.get_abstract_mesh().size > 1:
     return 1
   return math.gcd(batch, CPU_ATTENTION_GROUPS)
 
@@ -422,13 +421,10 @@ class SelfAttention(nnx.Module):
                            ("batch", "heads", "length", "head_dim"))
                  for p in (self.query, self.key, self.value))
       q = q * jnp.asarray(self.head_dim ** -0.5, q.dtype)
-      groups = _attention_groups(q.shape[0])
-      if groups == 1:
-        mixed = _attend(q, k, v, self.dtype)
-      else:
-        size = q.shape[0] // groups
-        mixed = jnp.concatenate([_attend(q[i:i + size], k[i:i + size], v[i:i + size],
-                                         self.dtype) for i in range(0, q.shape[0], size)])
+      size = q.shape[0] // _attention_groups(q.shape[0])
+      parts = [_attend(q[i:i + size], k[i:i + size], v[i:i + size], self.dtype)
+               for i in range(0, q.shape[0], size)]
+      mixed = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
       mixed = constrain(mixed, ("batch", "heads", "length", "head_dim"))
       out = jnp.einsum("bhnk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
     return add_bias(out, self.out.bias[...].astype(self.dtype))

@@ -170,12 +170,15 @@ def box_at_scale(box, image_hw, decoded_hw) -> tuple[int, int, int, int]:
   """
   if tuple(image_hw) == tuple(decoded_hw):
     return tuple(box)
-  (height, width), (decoded_height, decoded_width) = image_hw, decoded_hw
-  top, left, h, w = box
-  fy, fx = decoded_height / height, decoded_width / width
-  top, left = min(round(top * fy), decoded_height - 1), min(round(left * fx), decoded_width - 1)
-  bottom = min(max(round((box[0] + h) * fy), top + 1), decoded_height)
-  right = min(max(round((box[1] + w) * fx), left + 1), decoded_width)
+
+  def edges(start, length, size, decoded_size):
+    """(first, end) decoded pixel of one axis: end > first, both inside the decoded image."""
+    scale = decoded_size / size
+    first = min(round(start * scale), decoded_size - 1)
+    return first, min(max(round((start + length) * scale), first + 1), decoded_size)
+
+  top, bottom = edges(box[0], box[2], image_hw[0], decoded_hw[0])
+  left, right = edges(box[1], box[3], image_hw[1], decoded_hw[1])
   return top, left, bottom - top, right - left
 
 
