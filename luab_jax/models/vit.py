@@ -302,29 +302,37 @@ _SQRT_HALF = float(np.sqrt(0.5))
 _INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
 
 
+def _normal_cdf(x):
+  """Phi(x) = (1 + erf(x / sqrt(2))) / 2, the form PyTorch's (timm's) GELU evaluates."""
+  return 0.5 * (1.0 + jax.lax.erf(x * jnp.asarray(_SQRT_HALF, x.dtype)))
+
+
 @jax.custom_vjp
 def gelu(x):
-  """Exact (erf) GELU x * Phi(x): jax.nn.gelu(x, approximate=False), with a cheaper backward.
+  """Exact GELU x * Phi(x), as PyTorch (timm) computes it: x / 2 * (1 + erf(x / sqrt(2))).
 
-  Autodiff kept erfc's intermediates for the backward pass, and XLA:CPU then split erfc (two
-  polynomial branches and an exp) into several fusions over [B * N, M] (forward + backward
-  ~22 ms per ViT-Ti/16 MLP). Here the backward recomputes Phi(x) from x in one fusion:
-  d/dx x Phi(x) = Phi(x) + x phi(x) (~7 ms). The optimization barrier keeps XLA from merging
-  that recomputation with the forward's erfc (common subexpression), which would bring the
-  split back.
+  Not jax.nn.gelu(approximate=False), which writes Phi through erfc(-x / sqrt(2)): XLA:CPU
+  evaluates erfc as erf plus a second polynomial branch and an exp: 2.7-3.8 ms per ViT-Ti/16 MLP
+  activation [6272, 768] vs 1.0-1.1 ms through erf (BENCHMARKS.md, Train step). The two differ
+  only in float32 rounding: at most 1.1e-6 from float64's GELU over [-10, 10] (erfc: 3.8e-7),
+  where 1 + erf(x) cancels for large negative x; both are exact GELU, not the tanh
+  approximation (4.7e-4 away).
+
+  The backward recomputes Phi(x) + x phi(x) from x in one fusion, instead of autodiff keeping
+  the forward's intermediates; the optimization barrier keeps XLA from merging that
+  recomputation with the forward (common subexpression), which would split the fusions again.
   """
-  return jax.nn.gelu(x, approximate=False)
+  return x * _normal_cdf(x)
 
 
 def _gelu_fwd(x):
-  return jax.nn.gelu(x, approximate=False), x
+  return x * _normal_cdf(x), x
 
 
 def _gelu_bwd(x, g):
   x = jax.lax.optimization_barrier(x)
-  cdf = 0.5 * jax.lax.erfc(-x * jnp.asarray(_SQRT_HALF, x.dtype))
   pdf = jnp.exp(-0.5 * x * x) * jnp.asarray(_INV_SQRT_2PI, x.dtype)
-  return (g * (cdf + x * pdf),)
+  return (g * (_normal_cdf(x) + x * pdf),)
 
 
 gelu.defvjp(_gelu_fwd, _gelu_bwd)
@@ -442,7 +450,7 @@ class Mlp(nnx.Module):
                           bias_init=out_bias_init, **common)
 
   def __call__(self, x):
-    # Exact (erf) GELU as in the original ViT and timm, so that ported weights behave the same.
+    # Exact (erf) GELU, computed as timm computes it, so that ported weights behave the same.
     hidden = gelu(_tokenwise(self.fc1, x))
     if hidden.ndim == 3:  # Tokens [B, N, M]; the point head's [B, M] stays unconstrained.
       hidden = constrain(hidden, ("batch", "length", "mlp"))
