@@ -74,17 +74,20 @@ def main(argv):
 
   loop(_WARMUP.value, real=True)  # Compiles, starts and fills the Grain workers.
   loop(_WARMUP.value, real=False)
+  def images_per_s(kind):
+    start = time.perf_counter()
+    loop(_STEPS.value, real=kind == "real")
+    return _STEPS.value * config.batch_size / (time.perf_counter() - start)
+
   stalls = []
-  for r in range(_ROUNDS.value):
-    rates = {}
-    for real in ((True, False) if r % 2 == 0 else (False, True)):
-      start = time.perf_counter()
-      loop(_STEPS.value, real)
-      rates["real" if real else "synthetic"] = (_STEPS.value * config.batch_size
-                                                / (time.perf_counter() - start))
+
+  def on_round(r, rates):
     stalls.append(1 - rates["real"] / rates["synthetic"])
     timing.emit({"kind": "round", "round": r, "images_per_s": rates, "stall": stalls[-1]},
                 _OUT.value)
+
+  timing.alternating(images_per_s, ("real", "synthetic"), rounds=_ROUNDS.value,
+                     on_round=on_round)
   timing.emit({"kind": "summary", "bench": "end_to_end", "median_stall": statistics.median(stalls),
                "rounds": _ROUNDS.value, "steps": _STEPS.value}, _OUT.value)
 

@@ -7,7 +7,6 @@ import pathlib
 import numpy as np
 import pytest
 from PIL import Image
-import simplejpeg
 
 from luab_jax.pp import image_ops
 from luab_jax.pp import jpeg_region
@@ -30,9 +29,8 @@ def _jpeg(width=203, height=157, **save_options) -> bytes:
 
 
 def _whole(data: bytes, scale: int = 1) -> np.ndarray:
-  height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-  return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True,
-                                min_height=-(-height // scale), min_width=-(-width // scale))
+  """The whole image decoded at 1/scale (simplejpeg, libjpeg-turbo's simple API)."""
+  return image_ops.load_rgb(image_ops.open_image(data), scale=scale)[0]
 
 
 KINDS = {

@@ -75,7 +75,7 @@ class FeatureSubsetSource:
   """A TFDS data source whose records come back with only `features` (a Grain source).
 
   Records are still read whole, but TFDS's parser skips the other features before converting
-  anything: an ImageNet-AB record has 14 features and training reads 5, 0.15 -> 0.07 ms a record
+  anything: an ImageNet-AB record has 14 features and training reads 5, 0.17 -> 0.10 ms a record
   on one core (BENCHMARKS.md, Input pipeline).
   """
   source: Any  # A TFDS data source (`as_data_source`).

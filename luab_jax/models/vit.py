@@ -342,7 +342,7 @@ gelu.defvjp(_gelu_fwd, _gelu_bwd)
 # q k^T at batch 32 on 2 cores, where a 2-D matmul of the same FLOPs reaches 179), but its
 # runtime runs independent operations side by side. So a CPU program on one device computes
 # the attention of CPU_ATTENTION_GROUPS slices of the batch as independent operations: that
-# matmul alone 5.5 -> 3.8 ms in four slices; the ViT-Ti/16 train step 1.01-1.08x faster in
+# matmul alone 4.8 -> 3.8 ms in four slices; the ViT-Ti/16 train step 1.01-1.08x faster in
 # three A/B runs (BENCHMARKS.md, Train step). Not on a multi-device mesh, where slices of the
 # batch would cut across the devices' shards.
 CPU_ATTENTION_GROUPS = 4
@@ -432,7 +432,7 @@ class SelfAttention(nnx.Module):
       size = q.shape[0] // _attention_groups(q.shape[0])
       parts = [_attend(q[i:i + size], k[i:i + size], v[i:i + size], self.dtype)
                for i in range(0, q.shape[0], size)]
-      mixed = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+      mixed = jnp.concatenate(parts)  # One part: no operation.
       mixed = constrain(mixed, ("batch", "heads", "length", "head_dim"))
       out = jnp.einsum("bhnk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
     return add_bias(out, self.out.bias[...].astype(self.dtype))

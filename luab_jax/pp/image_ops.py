@@ -215,11 +215,3 @@ def resize(pixels: np.ndarray, size: int, *, method: str = "bilinear",
   resized = cv2.resize(pixels, (size, size), interpolation=RESIZE_METHODS[method])
   return cv2.flip(resized, 1) if flip else resized
 
-
-def crop_resize(pixels: np.ndarray, box, size: int, *, method: str = "bilinear",
-                flip: bool = False) -> np.ndarray:
-  """Crops `box` = (top, left, height, width) of a decoded uint8 RGB array and resizes it.
-
-  Returns uint8 [size, size, 3]; `flip` mirrors the result left-right.
-  """
-  return resize(_slice_box(pixels, box), size, method=method, flip=flip)
