@@ -16,7 +16,7 @@ train-step rate this input can feed is its images/s (the consumer here does noth
 `loop` settings time our transform alone (`TrainTransform.random_map` on records already read,
 a Python loop, one core, no Grain): the like-for-like core of the tf.data peer. `--stages`
 instead times, on one core and per element, the Grain dataset built up one stage at a time
-(record read + TFDS parse, Grain's source, + global shuffle, + `random_map` with the transform,
+(record read + parse, Grain's source, + global shuffle, + `random_map` with the transform,
 + batch, + iterator), beside the transform alone: where the time over the transform goes.
 `--decode` times, on one core, the JPEG decode of inception-crop boxes (the same boxes for
 both): `image_ops.load_box` (region decode) against the full decode + slice, alternating runs.
@@ -25,6 +25,7 @@ Prints the machine header and one JSON line per setting (benchmarks.timing.emit)
 """
 
 import argparse
+import itertools
 import os
 import time
 
@@ -102,6 +103,8 @@ def measure_loop(source, args) -> dict:
 def measure_stages(source, whole_records, args) -> list[dict]:
   """ms per element of each cumulative stage of the training dataset, one core, no threads.
 
+  Every stage reads stream positions no other call read (a training stream's records are cold).
+
   `source` decodes the training transform's features only (as the trainer reads);
   `whole_records` decodes all of them, for comparison.
   """
@@ -121,18 +124,22 @@ def measure_stages(source, whole_records, args) -> list[dict]:
   per_batch = args.batch_size
   stages = {
       "transform alone": (lambda i: transform.random_map(records[i % len(records)], rng), 1),
-      "record read + TFDS parse, all features": (lambda i: whole_records[i % size], 1),
-      "record read + TFDS parse, training's features": (lambda i: source[i % size], 1),
+      "record read + TFDS's parse, all features": (lambda i: whole_records[i % size], 1),
+      "record read + parse, training's features": (lambda i: source[i % size], 1),
       "grain source": (lambda i: ds[i % size], 1),
       "+ global shuffle": (lambda i: shuffled[i], 1),
       "+ random_map (transform)": (lambda i: mapped[i], 1),
       "+ batch": (lambda i: batched[i], per_batch),
       "+ iterator (0 threads)": (lambda i: next(iterator), per_batch),
   }
+  # Each call reads positions no earlier call read: repeating the same few hundred records would
+  # time them warm in the CPU caches and the page cache, which a training stream never is.
+  positions = itertools.count()
   results = []
   for name, (fn, elements) in stages.items():
     calls = max(1, n // elements)
-    stats = timing.repeat(lambda: [fn(i) for i in range(calls)], warmup=1, repeats=args.repeats)
+    stats = timing.repeat(lambda: [fn(next(positions)) for _ in range(calls)], warmup=1,
+                          repeats=args.repeats)
     results.append({"stage": name, "ms_per_element": stats.median * 1e3 / (calls * elements)})
   return results
 

@@ -12,7 +12,10 @@ import importlib.util
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
+# TFDS's own copy of the tf.train.Example proto (no TensorFlow needed), as its parser uses.
+from tensorflow_datasets.proto import tf_example_pb2
 
 from luab_jax.datasets import preparation
 
@@ -71,18 +74,59 @@ def prepare(name: str, data_dir: str | None, *, manual_dir: str | None = None,
 
 
 @dataclasses.dataclass(frozen=True)
+class _FlatField:
+  """How to read one feature of a TFDS-serialized tf.train.Example (`FeatureSubsetSource`)."""
+  key: str
+  np_dtype: Any
+  shape: tuple[int, ...] | None  # None: a scalar; -1 for the one unknown dimension.
+  decoder: Any  # The feature itself, or the decoder the source was given for it.
+
+
+def _flat_field(key: str, feature, decoder) -> _FlatField | None:
+  """The `_FlatField` of a feature stored as one tf.train.Feature; None for any other."""
+  info = feature.get_serialized_info()
+  if not isinstance(info, tfds.features.TensorInfo) or info.sequence_rank:
+    return None
+  if sum(dim is None for dim in info.shape) > 1:  # Ragged: row lengths in other keys.
+    return None
+  if decoder is None:
+    decoder = feature
+  else:
+    decoder.setup(feature=feature)
+  shape = tuple(-1 if dim is None else dim for dim in info.shape) or None
+  return _FlatField(key, info.np_dtype, shape, decoder)
+
+
+@dataclasses.dataclass(frozen=True)
 class FeatureSubsetSource:
   """A TFDS data source whose records come back with only `features` (a Grain source).
 
-  Records are still read whole, but TFDS's parser skips the other features before converting
-  anything: an ImageNet-AB record has 14 features and training reads 5, 0.17 -> 0.10 ms a record
-  on one core (BENCHMARKS.md, Input pipeline).
+  Records are still read whole, but only `features` are converted: an ImageNet-AB record has
+  14 features and training reads 5. Where each of them is stored as one tf.train.Feature
+  (tensors, class labels, text, images kept encoded: every dataset of this project), they are
+  read straight from the parsed proto with the value conversion of TFDS's numpy parser
+  (`example_parser._feature_to_numpy`) and each feature's (or its decoder's)
+  `decode_example_np`, so a record equals what TFDS gives, types included
+  (tests/test_feature_subset.py). TFDS's own parser also walks every key of the record and
+  packs nested dicts: on one core, parsing one ImageNet-AB record for training takes 16 us this
+  way against 47 us through TFDS's parser restricted to the 5 features; the record read adds
+  ~30 us (read + parse of all 14 features through TFDS: 0.17 ms; BENCHMARKS.md, Input
+  pipeline). Other features (sequences, ragged or zlib-encoded tensors, nested dicts) go
+  through TFDS's parser restricted to `features`.
   """
   source: Any  # A TFDS data source (`as_data_source`).
   features: tuple[str, ...]
 
   def __len__(self) -> int:
     return len(self.source)
+
+  @functools.cached_property
+  def _fields(self) -> tuple[_FlatField, ...] | None:
+    all_features = self.source.dataset_info.features
+    decoders = self.source.decoders or {}
+    fields = tuple(_flat_field(key, all_features[key], decoders.get(key))
+                   for key in self.features)
+    return None if any(field is None for field in fields) else fields
 
   @functools.cached_property
   def _parser(self):
@@ -93,8 +137,37 @@ class FeatureSubsetSource:
                 if key in self.features}
     return functools.partial(subset.deserialize_example_np, decoders=decoders or None)
 
+  def _read_fields(self, serialized: bytes, index: int) -> dict:
+    stored = tf_example_pb2.Example.FromString(serialized).features.feature
+    record = {}
+    for field in self._fields:
+      if field.key not in stored:
+        raise KeyError(f"Record {index} of {self.source.dataset_info.full_name} has no feature "
+                       f"{field.key!r}; it has {sorted(stored)}.")
+      feature = stored[field.key]
+      kind = feature.WhichOneof("kind")
+      if kind is None:
+        raise ValueError(f"Record {index} of {self.source.dataset_info.full_name}: feature "
+                         f"{field.key!r} holds no value list.")
+      # A list first: numpy iterates protobuf's repeated fields 2-3x slower than a list.
+      values = list(getattr(feature, kind).value)
+      if field.shape is not None:
+        value = np.array(values, dtype=field.np_dtype).reshape(field.shape)
+      elif len(values) != 1:
+        raise ValueError(f"Record {index} of {self.source.dataset_info.full_name}: feature "
+                         f"{field.key!r} is a scalar but holds {len(values)} values.")
+      elif field.np_dtype == np.object_:  # Bytes: the object itself, as .item() would give.
+        value = values[0]
+      else:
+        value = np.array(values, dtype=field.np_dtype).item()
+      record[field.key] = field.decoder.decode_example_np(value)
+    return record
+
   def __getitem__(self, index: int):
-    return self._parser(self.source.data_source[index])
+    serialized = self.source.data_source[index]
+    if self._fields is None:
+      return self._parser(serialized)
+    return self._read_fields(serialized, index)
 
 
 def get_source(name: str, split: str, data_dir: str | None, *,

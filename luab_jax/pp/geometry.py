@@ -71,14 +71,12 @@ def points_into_crop(points: np.ndarray, valid: np.ndarray, box, image_hw, *,
   valid = np.asarray(valid, bool).reshape(-1)
   top, left, h, w = box
   height, width = image_hw
-  with np.errstate(invalid="ignore"):
-    u = (points[:, 0] * width - left) / w
-    v = (points[:, 1] * height - top) / h
-    inside = valid & np.isfinite(u) & np.isfinite(v) & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+  uv = (points * (width, height) - (left, top)) / (w, h)
+  # NaN and +-inf fail both bounds, so the range test also drops non-finite points.
+  inside = valid & ((uv >= 0) & (uv <= 1)).all(-1)
   if flip:
-    u = 1.0 - u
-  targets = np.where(inside[:, None], np.stack([u, v], axis=-1), MISSING).astype(np.float32)
-  return targets, inside.astype(np.float32)
+    uv[:, 0] = 1.0 - uv[:, 0]
+  return np.where(inside[:, None], uv, MISSING).astype(np.float32), inside.astype(np.float32)
 
 
 def boxes_into_crop(boxes: np.ndarray, box, image_hw) -> tuple[np.ndarray, np.ndarray]:

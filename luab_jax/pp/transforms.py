@@ -68,10 +68,10 @@ def _point_and_validity(record, num_points: int):
   if len(points) != num_points:
     raise ValueError(f"Record {_record_name(record)} has {len(points)} points, but the model "
                      f"predicts num_points={num_points} (config.model.num_points).")
-  with np.errstate(invalid="ignore"):
-    usable = np.isfinite(points).all(-1) & (points >= 0).all(-1) & (points <= 1).all(-1)
+  # NaN and +-inf fail both bounds, so this also drops non-finite points.
+  usable = ((points >= 0) & (points <= 1)).all(-1)
   bad = valid & ~usable
-  return points, valid & usable, int(bad.sum())
+  return points, valid & usable, int(np.count_nonzero(bad))
 
 
 def _label_fields(record, targets=None, weights=None, valid=None, *, label_key="label"):
