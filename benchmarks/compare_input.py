@@ -9,6 +9,14 @@ of a shared machine falls on both. With `--lock FILE` (default /tmp/bench/cpu.lo
 exists) each round holds that flock, the one other benchmarks on the machine take.
 Ratio = ours images/s / theirs, at 1 core and at 2 cores, against tf.data plain and fused.
 Standard library only.
+
+Where the data lives matters: the peer reads every JPEG into its own memory before timing,
+ours reads ArrayRecord files. On a VM whose page cache is reclaimed (on the 2-core VM of
+BENCHMARKS.md, 1-4 % of freshly read files left the cache within 30 idle seconds, and 23-26 %
+of the 10,000-record files were out of it during a comparison run), ours then times the disk
+as well. Put `--workdir` on tmpfs, e.g.
+`--workdir /dev/shm/luab_input_bench`, so that both sides read from RAM (10,000 records take
+1.7 GB there until you delete them).
 """
 
 import argparse
@@ -24,7 +32,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--workdir", default="/tmp/luab_input_bench")
+  parser.add_argument("--workdir", default="/tmp/luab_input_bench",
+                      help="the JPEGs and the prepared dataset; on tmpfs (/dev/shm/...) both "
+                           "sides read from RAM (module docstring)")
   parser.add_argument("--num_images", type=int, default=600,
                       help="records in the benchmark dataset: Grain's global shuffle costs "
                            "~30,000 / N us per element (52 us at 600, 6 us at 10,000, 4.7 at "
