@@ -137,25 +137,28 @@ class FeatureSubsetSource:
                 if key in self.features}
     return functools.partial(subset.deserialize_example_np, decoders=decoders or None)
 
+  def _record(self, index: int) -> str:
+    """"Record 12 of imagenet_ab/fixture/1.0.0", for error messages."""
+    return f"Record {index} of {self.source.dataset_info.full_name}"
+
   def _read_fields(self, serialized: bytes, index: int) -> dict:
     stored = tf_example_pb2.Example.FromString(serialized).features.feature
     record = {}
     for field in self._fields:
       if field.key not in stored:
-        raise KeyError(f"Record {index} of {self.source.dataset_info.full_name} has no feature "
-                       f"{field.key!r}; it has {sorted(stored)}.")
+        raise KeyError(f"{self._record(index)} has no feature {field.key!r}; it has "
+                       f"{sorted(stored)}.")
       feature = stored[field.key]
       kind = feature.WhichOneof("kind")
       if kind is None:
-        raise ValueError(f"Record {index} of {self.source.dataset_info.full_name}: feature "
-                         f"{field.key!r} holds no value list.")
+        raise ValueError(f"{self._record(index)}: feature {field.key!r} holds no value list.")
       # A list first: numpy iterates protobuf's repeated fields 2-3x slower than a list.
       values = list(getattr(feature, kind).value)
       if field.shape is not None:
         value = np.array(values, dtype=field.np_dtype).reshape(field.shape)
       elif len(values) != 1:
-        raise ValueError(f"Record {index} of {self.source.dataset_info.full_name}: feature "
-                         f"{field.key!r} is a scalar but holds {len(values)} values.")
+        raise ValueError(f"{self._record(index)}: feature {field.key!r} is a scalar but holds "
+                         f"{len(values)} values.")
       elif field.np_dtype == np.object_:  # Bytes: the object itself, as .item() would give.
         value = values[0]
       else:
