@@ -14,6 +14,11 @@ Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), l
 einsum form other platforms get), split (the attention of `CPU_ATTENTION_GROUPS` slices of the
 batch as independent operations on one CPU device; plain: one batched attention). Variants:
 "base" = all plain, "all" = as committed, "-X" (or "-X-Y") = all but X plain, "+X" = only X kept.
+Several attentions (`--attention cpu_fused,xla`) build every variant with each, named
+VARIANT/ATTENTION, all in the same alternating rounds:
+
+    python -m benchmarks.ab_backward --variants all --attention cpu_fused,xla --rounds 8 \
+        --steps_per_round 2
 """
 
 import argparse
@@ -76,23 +81,30 @@ def main():
   parser.add_argument("--steps_per_round", type=int, default=1,
                       help="steps per timed call (one wait at its end)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  parser.add_argument("--attention", default="xla", choices=vit.ATTENTION_IMPLEMENTATIONS)
+  parser.add_argument("--attention", default="xla",
+                      help=f"comma-separated, of {vit.ATTENTION_IMPLEMENTATIONS}")
   parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
   variant_name, size, batch = timing.parse_case(args.case)
-  config = train_step_bench.case_config(variant_name, size, batch, 4.0, args.dtype,
-                                        args.attention)
+  attentions = args.attention.split(",")
+  for attention in attentions:
+    if attention not in vit.ATTENTION_IMPLEMENTATIONS:
+      parser.error(f"--attention {attention!r}: use {vit.ATTENTION_IMPLEMENTATIONS}")
   device = jax.devices()[0]
   timing.emit({"kind": "header", "bench": "ab_backward", **timing.machine(
       "jax", "jaxlib", "flax", accelerator=f"{device.platform}:{device.device_kind}")}, args.out)
-  variants = args.variants.split(",")
-  runs = {}
-  for variant in variants:
-    with plain(plain_levers(variant)):  # The step is traced at its first call, in here.
-      run, _ = train_step_bench.build_step(config)
-      run()
-      run()
-    runs[variant] = run
+  runs, settings = {}, {}
+  for attention in attentions:
+    config = train_step_bench.case_config(variant_name, size, batch, 4.0, args.dtype, attention)
+    for lever_variant in args.variants.split(","):
+      variant = lever_variant if len(attentions) == 1 else f"{lever_variant}/{attention}"
+      with plain(plain_levers(lever_variant)):  # The step is traced at its first call, here.
+        run, _ = train_step_bench.build_step(config)
+        run()
+        run()
+      runs[variant], settings[variant] = run, (lever_variant, attention)
+  variants = list(runs)
+
   def step_s(variant):
     start = time.perf_counter()
     runs[variant](args.steps_per_round)
@@ -104,11 +116,12 @@ def main():
           {"kind": "round", "round": r, "step_s": figures}, args.out))
   for variant in variants:
     median = statistics.median(times[variant])
-    timing.emit({"kind": "result", "variant": variant, "plain": plain_levers(variant),
+    lever_variant, attention = settings[variant]
+    timing.emit({"kind": "result", "variant": variant, "plain": plain_levers(lever_variant),
                  "case": args.case, "step_s": {"median": median, "min": min(times[variant]),
                                                 "max": max(times[variant])},
                  "images_per_s": batch / median, "dtype": args.dtype,
-                 "attention": args.attention,
+                 "attention": attention,
                  "steps": len(times[variant]) * args.steps_per_round}, args.out)
 
 

@@ -46,12 +46,14 @@ from luab_jax.models import vit
 
 
 def case_config(variant: str, image_size: int, batch: int, lam: float, dtype: str,
-                attention: str = "xla"):
+                attention: str | None = None):
+  """The demo config with this ViT; `attention` None keeps the demo's (the CPU kernel)."""
   config = demo.get_config(f"variant={variant},image_size={image_size},lam={lam}")
   config.num_classes = 1000
   config.batch_size = batch
   config.model.dtype = dtype
-  config.model.attention = attention
+  if attention:
+    config.model.attention = attention
   config.mesh = [("data", 1), ("fsdp", 1), ("model", 1)]
   return config
 
@@ -129,8 +131,9 @@ def main():
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--attention", default="xla",
-                      help="comma-separated config.model.attention values (xla, cudnn)")
+  parser.add_argument("--attention", default="cpu_fused",
+                      help="comma-separated config.model.attention values (cpu_fused, the "
+                      "demo config's, on CPU; xla; cudnn on GPUs)")
   parser.add_argument("--steps_per_call", type=int, default=1,
                       help="steps dispatched per timed call before waiting for the last one "
                       "(the trainer's loop waits only when it logs; >1 on accelerators)")

@@ -162,6 +162,7 @@ def test_missing_dataset_names_the_data_dir(tmp_path):
 def test_bfloat16_compute_trains_with_float32_params(tiny_data_dir, tmp_path):
   config = _config(tiny_data_dir, total_steps=3, log_training_steps=1)
   config.model.dtype = "bfloat16"
+  config.model.attention = "xla"  # The demo's CPU attention kernel is float32 only.
   config.evals = {}
   train.train_and_evaluate(config, str(tmp_path))
   losses = _losses(str(tmp_path))

@@ -73,7 +73,10 @@ Options for big models (config.model keys):
                head_dim] layout, logits and softmax in float32, on every backend. "cudnn":
                `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's fused (flash)
                attention kernel; GPU only, and JAX raises where the kernel does not apply (CPU,
-               TPU, float32 on some GPUs) rather than falling back.
+               TPU, float32 on some GPUs) rather than falling back. "cpu_fused": a fused
+               attention kernel for XLA:CPU (`models/cpu_attention.py`, C++ through the XLA
+               FFI, compiled on first use), float32 programs for CPU only; the demo config's
+               choice.
 
 Activation sharding: inside a mesh context (`jax.sharding.use_abstract_mesh`, which the
 trainer's `ModelSpec.apply` sets) the activations are constrained by logical axis names
@@ -89,6 +92,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from luab_jax.models import cpu_attention
+
 VARIANTS = {
     # Not a standard ViT size: small enough to train in minutes on a laptop CPU.
     "mu": dict(width=128, depth=4, mlp_dim=512, num_heads=4),
@@ -100,7 +105,7 @@ VARIANTS = {
 POOL_TYPES = ("gap", "tok")
 POINT_HEADS = ("linear", "mlp", "softargmax")
 POINT_FEATURES = ("pooled", "gap", "cls", "cls+gap")
-ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "cpu_fused")
 
 # Logical activation axis -> mesh axes (`luab_jax.sharding.AXES`); None = replicated.
 ACTIVATION_AXES = {"batch": ("data", "fsdp"), "length": None, "embed": None,
@@ -146,22 +151,27 @@ def count_params(tree) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
 
-def constrain(x, logical_axes):
-  """Sharding constraint by logical axis names, inside a mesh context; identity outside one.
-
-  Mesh axes a logical name maps to but the mesh lacks are left out, so the same model runs on
-  any of the trainer's meshes and eagerly without one.
-  """
+def partition_spec(logical_axes) -> jax.sharding.PartitionSpec:
+  """The PartitionSpec of logical activation axes on the mesh in context (`constrain`)."""
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return x
   spec = []
   for name in logical_axes:
     axes = ACTIVATION_AXES[name] if name is not None else None
     axes = (axes,) if isinstance(axes, str) else (axes or ())
     axes = tuple(axis for axis in axes if axis in mesh.axis_names)
     spec.append(axes or None)
-  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(*spec))
+  return jax.sharding.PartitionSpec(*spec)
+
+
+def constrain(x, logical_axes):
+  """Sharding constraint by logical axis names, inside a mesh context; identity outside one.
+
+  Mesh axes a logical name maps to but the mesh lacks are left out, so the same model runs on
+  any of the trainer's meshes and eagerly without one.
+  """
+  if jax.sharding.get_abstract_mesh().empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, partition_spec(logical_axes))
 
 
 # jax.checkpoint_policies entries that build a policy from arguments instead of being one.
@@ -377,6 +387,8 @@ class SelfAttention(nnx.Module):
     on one CPU device it is computed for CPU_ATTENTION_GROUPS slices of the batch apart.
   "cudnn": jax.nn.dot_product_attention(implementation="cudnn") on [B, N, H, K], cuDNN's fused
     (flash) kernel; GPU only.
+  "cpu_fused": `cpu_attention.attention` on [B, N, H, K], a fused kernel for XLA:CPU; float32
+    programs for CPU only. The output projection is a 2-D `dense` on [B * N, H * K].
   """
 
   def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, param_dtype,
@@ -424,6 +436,22 @@ class SelfAttention(nnx.Module):
       mixed = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
       mixed = constrain(mixed, ("batch", "length", "heads", "head_dim"))
       out = jnp.einsum("bnhk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
+    elif self.implementation == "cpu_fused":
+      if not _for_cpu() or self.dtype != jnp.float32:
+        raise ValueError(
+            f"config.model.attention='cpu_fused' is a float32 kernel for CPU programs; this "
+            f"program is for {'CPU' if _for_cpu() else 'another platform'} in "
+            f"{jnp.dtype(self.dtype).name}. Use 'xla' (or 'cudnn' on GPUs).")
+      layout = ("batch", "length", "heads", "head_dim")
+      q, k, v = (constrain(self._project(p, x, heads_first=False), layout)
+                 for p in (self.query, self.key, self.value))
+      mixed = cpu_attention.attention(q, k, v, self.head_dim ** -0.5,
+                                      spec=partition_spec(layout))
+      mixed = constrain(mixed, layout)
+      batch, length = mixed.shape[:2]
+      kernel = self.out.kernel[...].astype(self.dtype).reshape(-1, self.width)
+      return dense(mixed.reshape(batch, length, -1), kernel,
+                   self.out.bias[...].astype(self.dtype))
     else:
       q, k, v = (constrain(self._project(p, x, heads_first=True),
                            ("batch", "heads", "length", "head_dim"))
