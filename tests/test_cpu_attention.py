@@ -140,3 +140,17 @@ def test_the_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path):
   assert built.parent == tmp_path and built.exists()
   stamp = built.stat().st_mtime_ns
   assert cpu_attention.library_path() == built and built.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("options", [dict(scan_layers=True), dict(remat="full"),
+                                     dict(remat="dots_saveable")])
+def test_works_under_scan_and_rematerialisation(options):
+  """Inside `nnx.scan` over the blocks and under `jax.checkpoint` (the FFI call recomputed in
+  the backward pass) the kernel computes what the written-out attention computes there."""
+  images = jax.random.normal(jax.random.key(3), (2, 16, 16, 3))
+  got_loss, got = _loss_and_grads(_vit("cpu_fused", **options), images)
+  want_loss, want = _loss_and_grads(_vit("xla", **options), images)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  assert got.keys() == want.keys()
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
