@@ -12,7 +12,9 @@ On a GPU (bfloat16, cuDNN attention, ten steps per timed call):
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
 (`LayerNorm`), gelu (`gelu`), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the
 einsum form other platforms get), split (the attention of `CPU_ATTENTION_GROUPS` slices of the
-batch as independent operations on one CPU device; plain: one batched attention). Variants:
+batch as independent operations on one CPU device; plain: one batched attention). proj and
+split are levers of the written-out attention (`--attention xla`); with `cpu_fused`, split does
+nothing and proj is refused (the kernel takes only programs for CPU). Variants:
 "base" = all plain, "all" = as committed, "-X" (or "-X-Y") = all but X plain, "+X" = only X kept.
 Several attentions (`--attention cpu_fused,xla`) build every variant with each, named
 VARIANT/ATTENTION, all in the same alternating rounds:

@@ -24,6 +24,7 @@ _FLOPS_FACTOR = 2.0
 @pytest.mark.parametrize("options", [{}, {"grad_accum_steps": 2, "ema_decay": 0.999}])
 def test_compiles_for_v5e_2x2_and_reports(tiny_data_dir, options):
   config = _config(tiny_data_dir, **options)
+  config.model.attention = "xla"  # A TPU program; the demo config's kernel is for CPUs.
   report = compile_lib.compile_report(config, "v5e:2x2")
   print(report.table())
   assert report.num_devices == 4 and report.device_kind == "TPU v5 lite"

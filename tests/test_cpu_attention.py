@@ -120,8 +120,8 @@ def test_other_platforms_and_dtypes_are_refused_with_the_config_key(monkeypatch)
   images = jnp.zeros((1, 16, 16, 3))
   with pytest.raises(ValueError, match="attention='cpu_fused'.*in bfloat16"):
     _vit("cpu_fused", dtype=jnp.bfloat16)(images)
-  monkeypatch.setattr(vit, "_for_cpu", lambda: False)
-  with pytest.raises(ValueError, match="attention='cpu_fused'.*another platform"):
+  monkeypatch.setattr(vit, "_platform", lambda: "tpu")
+  with pytest.raises(ValueError, match="attention='cpu_fused'.*for tpu in float32"):
     _vit("cpu_fused")(images)
 
 

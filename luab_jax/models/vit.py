@@ -215,14 +215,19 @@ def to_input_range(images, dtype):
 # them are not measured.
 
 
-def _for_cpu() -> bool:
-  """Whether the program being traced is for CPU: the platform of the mesh the model runs in
+def _platform() -> str:
+  """The platform the program being traced is for: that of the mesh the model runs in
   (`ModelSpec.apply` enters it; an ahead-of-time TPU compile's mesh says "tpu" on a CPU host),
   or JAX's default backend when there is no mesh (eager use, tests)."""
   mesh = jax.sharding.get_abstract_mesh()
   if not mesh.empty and mesh.abstract_device is not None:
-    return mesh.abstract_device.platform == "cpu"
-  return jax.default_backend() == "cpu"
+    return mesh.abstract_device.platform
+  return jax.default_backend()
+
+
+def _for_cpu() -> bool:
+  """Whether the program being traced is for CPU (`_platform`)."""
+  return _platform() == "cpu"
 
 
 def column_sum(x):
@@ -440,8 +445,8 @@ class SelfAttention(nnx.Module):
       if not _for_cpu() or self.dtype != jnp.float32:
         raise ValueError(
             f"config.model.attention='cpu_fused' is a float32 kernel for CPU programs; this "
-            f"program is for {'CPU' if _for_cpu() else 'another platform'} in "
-            f"{jnp.dtype(self.dtype).name}. Use 'xla' (or 'cudnn' on GPUs).")
+            f"program is for {_platform()} in {jnp.dtype(self.dtype).name}. Use 'xla' (or "
+            f"'cudnn' on GPUs).")
       layout = ("batch", "length", "heads", "head_dim")
       q, k, v = (constrain(self._project(p, x, heads_first=False), layout)
                  for p in (self.query, self.key, self.value))
