@@ -56,7 +56,9 @@ inline float ExpNonPositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // n is in [-126, 0] except for a NaN x, whose NaN p carries through; the select keeps the
+  // float-to-int conversion defined for it.
+  int32_t bits = (static_cast<int32_t>(n > -127.0f ? n : -127.0f) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
