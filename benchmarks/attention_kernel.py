@@ -7,7 +7,7 @@ jitted as value_and_grad of sum(attention(q, k, v) * w) with respect to q, k and
 [B, N, H, K] inputs as the projections produce them:
   cpu_fused  `luab_jax.models.cpu_attention.attention` (config.model.attention="cpu_fused");
   xla        what attention="xla" runs on one CPU device: q, k, v transposed to [B, H, N, K],
-             `vit._attend` on `CPU_ATTENTION_GROUPS` slices of the batch, transposed back.
+             `vit._attend_in_slices` (`CPU_ATTENTION_GROUPS` slices of the batch), transposed back.
 Each round times `--calls` calls of each variant (median kept), rounds alternating; printed:
 median over rounds (min, max) in ms. The outputs are compared once before timing.
 """
@@ -31,11 +31,8 @@ from luab_jax.models import vit
 
 
 def written_out(q, k, v, scale):
-  groups = vit._attention_groups(q.shape[0])  # pylint: disable=protected-access
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q * scale, k, v))
-  size = q.shape[0] // groups
-  mixed = jnp.concatenate([vit._attend(q[i:i + size], k[i:i + size], v[i:i + size],  # pylint: disable=protected-access
-                                       jnp.float32) for i in range(0, q.shape[0], size)])
+  mixed = vit._attend_in_slices(q, k, v, jnp.float32)  # pylint: disable=protected-access
   return mixed.transpose(0, 2, 1, 3)
 
 

@@ -19,6 +19,8 @@
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using F32Buffer = ffi::Buffer<ffi::F32>;
+using F32Result = ffi::ResultBuffer<ffi::F32>;
 
 extern "C" {
 void scipy_openblas_set_num_threads(int num_threads);
@@ -107,9 +109,12 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t count, F work) {
 
 struct Dims {
   int64_t batch, length, heads, head_dim;
+
+  // Where pair i = b * heads + h starts in a [B, N, H, K] buffer; its rows are H * K apart.
+  int64_t Offset(int64_t i) const { return ((i / heads) * length * heads + i % heads) * head_dim; }
 };
 
-ffi::Error CheckDims(const ffi::Buffer<ffi::F32>& x, Dims* dims) {
+ffi::Error CheckDims(const F32Buffer& x, Dims* dims) {
   auto d = x.dimensions();
   if (d.size() != 4) {
     return ffi::Error::InvalidArgument("luab cpu attention: inputs must be [B, N, H, K]");
@@ -118,17 +123,15 @@ ffi::Error CheckDims(const ffi::Buffer<ffi::F32>& x, Dims* dims) {
   return ffi::Error::Success();
 }
 
-ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                            ffi::Buffer<ffi::F32> v, float scale,
-                            ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> probs) {
+ffi::Error AttentionForward(ffi::ThreadPool pool, F32Buffer q, F32Buffer k, F32Buffer v,
+                            float scale, F32Result out, F32Result probs) {
   Dims d;
   if (auto e = CheckDims(q, &d); e.failure()) return e;
   const int n = d.length, kd = d.head_dim, ld = d.heads * d.head_dim;
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
   float *op = out->typed_data(), *pp = probs->typed_data();
   ParallelFor(pool, d.batch * d.heads, [=](int64_t i) {
-    int64_t b = i / d.heads, h = i % d.heads;
-    int64_t base = (b * n * d.heads + h) * kd;
+    int64_t base = d.Offset(i);
     float* p = pp + i * n * n;
     // P = softmax(s Q K^T) row by row; O = P V.
     Gemm(false, true, n, n, kd, scale, qp + base, ld, kp + base, ld, p, n);
@@ -138,11 +141,9 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::
   return ffi::Error::Success();
 }
 
-ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
-                             ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                             ffi::Buffer<ffi::F32> probs, ffi::Buffer<ffi::F32> grad_out,
-                             float scale, ffi::ResultBuffer<ffi::F32> dq,
-                             ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
+ffi::Error AttentionBackward(ffi::ThreadPool pool, F32Buffer q, F32Buffer k, F32Buffer v,
+                             F32Buffer probs, F32Buffer grad_out, float scale, F32Result dq,
+                             F32Result dk, F32Result dv) {
   Dims d;
   if (auto e = CheckDims(q, &d); e.failure()) return e;
   const int n = d.length, kd = d.head_dim, ld = d.heads * d.head_dim;
@@ -153,8 +154,7 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
     thread_local std::vector<float> scratch;
     scratch.resize(static_cast<size_t>(n) * n);
     float* ds = scratch.data();
-    int64_t b = i / d.heads, h = i % d.heads;
-    int64_t base = (b * n * d.heads + h) * kd;
+    int64_t base = d.Offset(i);
     const float* p = pp + i * n * n;
     // dV = P^T dO; dP = dO V^T; dS = P * (dP - rowsum(P * dP)); dQ = s dS K; dK = s dS^T Q.
     Gemm(true, false, n, kd, n, 1.0f, p, n, gp + base, ld, dvp + base, ld);
@@ -179,22 +179,22 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LuabAttentionForward, AttentionForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<F32Buffer>()
+                                  .Arg<F32Buffer>()
+                                  .Arg<F32Buffer>()
                                   .Attr<float>("scale")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<F32Buffer>()
+                                  .Ret<F32Buffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LuabAttentionBackward, AttentionBackward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<F32Buffer>()
+                                  .Arg<F32Buffer>()
+                                  .Arg<F32Buffer>()
+                                  .Arg<F32Buffer>()
+                                  .Arg<F32Buffer>()
                                   .Attr<float>("scale")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<F32Buffer>()
+                                  .Ret<F32Buffer>()
+                                  .Ret<F32Buffer>());

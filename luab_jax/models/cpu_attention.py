@@ -11,7 +11,7 @@ vectorised softmax; the backward pass is a second handler. One ViT-Ti/16 attenti
 backward at batch 32: 22.6 ms vs 51.4 ms for the written-out attention in four batch slices
 (`python -m benchmarks.attention_kernel`); the train step 1.07x faster (BENCHMARKS.md).
 
-The library is compiled on first use in a process (about 2 s, `$CXX` or g++, -O3
+The library is compiled on first use in a process (about 3 s, `$CXX` or g++, -O3
 -march=native) into a cache directory, `$LUAB_KERNEL_CACHE` or ~/.cache/luab_jax, under a name
 that hashes the source, the flags, jaxlib's version, the OpenBLAS wheel and this CPU's feature
 flags, so a shared home directory serves machines of different CPUs; concurrent processes
@@ -107,12 +107,17 @@ def _register() -> None:
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
 
 
-def _forward(q, k, v, scale):
+def _call(target: str, out_types, *operands, scale: float):
+  """One call of a handler of the library (registered on first use)."""
   _register()
+  return jax.ffi.ffi_call(target, out_types)(*operands, scale=np.float32(scale))
+
+
+def _forward(q, k, v, scale):
   batch, length, heads, _ = q.shape
   out_types = (jax.ShapeDtypeStruct(q.shape, q.dtype),
                jax.ShapeDtypeStruct((batch, heads, length, length), q.dtype))
-  return jax.ffi.ffi_call(_FORWARD, out_types)(q, k, v, scale=np.float32(scale))
+  return _call(_FORWARD, out_types, q, k, v, scale=scale)
 
 
 def attention(q, k, v, scale: float, spec: jax.sharding.PartitionSpec | None = None):
@@ -146,8 +151,7 @@ def _attention_fwd(q, k, v, scale):
 def _attention_bwd(scale, residuals, grad_out):
   q, k, v, probs = residuals
   out_types = (jax.ShapeDtypeStruct(q.shape, q.dtype),) * 3
-  return tuple(jax.ffi.ffi_call(_BACKWARD, out_types)(q, k, v, probs, grad_out,
-                                                       scale=np.float32(scale)))
+  return tuple(_call(_BACKWARD, out_types, q, k, v, probs, grad_out, scale=scale))
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)

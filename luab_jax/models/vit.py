@@ -377,6 +377,14 @@ def _attend(q, k, v, dtype):
   return jnp.einsum("bhqs,bhsk->bhqk", weights, v)
 
 
+def _attend_in_slices(q, k, v, dtype):
+  """`_attend` computed for `_attention_groups` slices of the batch apart (module comment)."""
+  size = q.shape[0] // _attention_groups(q.shape[0])
+  parts = [_attend(q[i:i + size], k[i:i + size], v[i:i + size], dtype)
+           for i in range(0, q.shape[0], size)]
+  return jnp.concatenate(parts)  # One part: no operation.
+
+
 class SelfAttention(nnx.Module):
   """Multi-head self-attention with the parameter layout of flax's MultiHeadAttention.
 
@@ -450,9 +458,9 @@ class SelfAttention(nnx.Module):
       layout = ("batch", "length", "heads", "head_dim")
       q, k, v = (constrain(self._project(p, x, heads_first=False), layout)
                  for p in (self.query, self.key, self.value))
+      # Laid out as `layout` says: shard_map's out_specs on a mesh, nothing to say without one.
       mixed = cpu_attention.attention(q, k, v, self.head_dim ** -0.5,
                                       spec=partition_spec(layout))
-      mixed = constrain(mixed, layout)
       batch, length = mixed.shape[:2]
       kernel = self.out.kernel[...].astype(self.dtype).reshape(-1, self.width)
       return dense(mixed.reshape(batch, length, -1), kernel,
@@ -462,10 +470,7 @@ class SelfAttention(nnx.Module):
                            ("batch", "heads", "length", "head_dim"))
                  for p in (self.query, self.key, self.value))
       q = q * jnp.asarray(self.head_dim ** -0.5, q.dtype)
-      size = q.shape[0] // _attention_groups(q.shape[0])
-      parts = [_attend(q[i:i + size], k[i:i + size], v[i:i + size], self.dtype)
-               for i in range(0, q.shape[0], size)]
-      mixed = jnp.concatenate(parts)  # One part: no operation.
+      mixed = _attend_in_slices(q, k, v, self.dtype)
       mixed = constrain(mixed, ("batch", "heads", "length", "head_dim"))
       out = jnp.einsum("bhnk,hkd->bnd", mixed, self.out.kernel[...].astype(self.dtype))
     return add_bias(out, self.out.bias[...].astype(self.dtype))
