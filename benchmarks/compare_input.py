@@ -8,7 +8,8 @@ runs `benchmarks.input_pipeline` (ours, `.venv`) and `benchmarks.peers.tfdata_pi
 of a shared machine falls on both. With `--lock FILE` (default /tmp/bench/cpu.lock where it
 exists) each round holds that flock, the one other benchmarks on the machine take.
 Ratio = ours images/s / theirs, at 1 core and at 2 cores, against tf.data plain and fused.
-Standard library only.
+Our process gets launch/env.sh's GLIBC_TUNABLES (`luab_jax.glibc_tunables.environ`), the
+peer's none unless `--peer_glibc_tunables`.
 
 Where the data lives matters: the peer reads every JPEG into its own memory before timing,
 ours reads ArrayRecord files. On a VM whose page cache is reclaimed (on the 2-core VM of
@@ -25,6 +26,7 @@ import os
 import statistics
 
 from benchmarks import timing
+from luab_jax import glibc_tunables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,10 +50,19 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--lock", default="/tmp/bench/cpu.lock" if os.path.isdir("/tmp/bench")
                       else "")
+  parser.add_argument("--peer_glibc_tunables", default="",
+                      help="GLIBC_TUNABLES for tf.data's process (default: none, as it runs "
+                      "out of the box)")
   parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
 
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  base = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  base.pop("GLIBC_TUNABLES", None)
+  # Each as its users start it: ours with launch/env.sh's glibc tunables, the peer without any
+  # unless --peer_glibc_tunables gives some.
+  env = glibc_tunables.environ(base)
+  peer_env = (dict(base, GLIBC_TUNABLES=args.peer_glibc_tunables)
+              if args.peer_glibc_tunables else base)
   common = ["--batches", str(args.batches), "--batch_size", str(args.batch_size),
             "--repeats", str(args.repeats)]
   data = ["--workdir", args.workdir, "--num_images", str(args.num_images)]
@@ -67,13 +78,13 @@ def main():
   ratios = {name: [] for name in pairs}
   table = []
   for r in range(args.rounds):
-    order = [("ours", ours_cmd), ("peer", peer_cmd)]
+    order = [("ours", ours_cmd, env), ("peer", peer_cmd, peer_env)]
     if r % 2:
       order.reverse()
     results = {}
     with timing.locked(args.lock):
-      for _, cmd in order:
-        for rec in timing.run_json(cmd, env, ROOT):
+      for _, cmd, cmd_env in order:
+        for rec in timing.run_json(cmd, cmd_env, ROOT):
           if rec.get("kind") == "result":
             rec["round"] = r
             timing.emit(rec, args.out)
@@ -83,7 +94,7 @@ def main():
             elif key.startswith("tfdata"):
               key = (key, rec["cores"])
             results[key] = rec["images_per_s"]["median"]
-    row = {"round": r, "order": "/".join(o for o, _ in order), **{
+    row = {"round": r, "order": "/".join(o for o, _, _ in order), **{
         "ours_loop": results["loop"], "ours_1c": results["1c"], "ours_2c": results["2c"],
         "plain_1c": results[("tfdata_plain", 1)], "fused_1c": results[("tfdata_fused", 1)],
         "plain_2c": results[("tfdata_plain", 2)], "fused_2c": results[("tfdata_fused", 2)]}}

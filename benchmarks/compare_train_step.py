@@ -6,7 +6,9 @@ Per round: `benchmarks.train_step` (ours, `.venv`) and `benchmarks.peers.timm_st
 `.venv-bench`), each in its own subprocess, the order alternating between rounds so that drift
 of a shared machine falls on both; each round holds `--lock` (default /tmp/bench/cpu.lock where
 /tmp/bench exists). Ratio = ours images/s / timm's, per case. Our run also reports MFU against
-the float32 matmul peak it measures. Standard library only.
+the float32 matmul peak it measures. Our process gets launch/env.sh's GLIBC_TUNABLES
+(`luab_jax.glibc_tunables.environ`), timm's none unless `--peer_glibc_tunables` (each process's
+header prints its value).
 """
 
 import argparse
@@ -14,6 +16,7 @@ import os
 import statistics
 
 from benchmarks import timing
+from luab_jax import glibc_tunables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,10 +31,19 @@ def main():
   parser.add_argument("--peer_python", default=os.path.join(ROOT, ".venv-bench", "bin", "python"))
   parser.add_argument("--lock", default="/tmp/bench/cpu.lock" if os.path.isdir("/tmp/bench")
                       else "")
+  parser.add_argument("--peer_glibc_tunables", default="",
+                      help="GLIBC_TUNABLES for timm's process (default: none, as timm runs "
+                      "out of the box; e.g. glibc.malloc.hugetlb=1 to give it ours)")
   parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
 
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  base = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  base.pop("GLIBC_TUNABLES", None)
+  # Each as its users start it: ours with launch/env.sh's glibc tunables, timm without any
+  # unless --peer_glibc_tunables gives some.
+  envs = {"ours": glibc_tunables.environ(base),
+          "timm": dict(base, GLIBC_TUNABLES=args.peer_glibc_tunables)
+          if args.peer_glibc_tunables else base}
   common = ["--cases", args.cases, "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
   commands = {"ours": [args.ours_python, "-m", "benchmarks.train_step", *common],
               "timm": [args.peer_python, "-m", "benchmarks.peers.timm_step", *common]}
@@ -44,7 +56,7 @@ def main():
     rates, mfu = {}, {}
     with timing.locked(args.lock):
       for impl in order:
-        for rec in timing.run_json(commands[impl], env, ROOT):
+        for rec in timing.run_json(commands[impl], envs[impl], ROOT):
           rec["round"] = r
           timing.emit(rec, args.out)
           if rec.get("kind") == "result":

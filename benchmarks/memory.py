@@ -43,6 +43,7 @@ import threading
 import time
 
 from benchmarks import timing
+from luab_jax import glibc_tunables
 
 _KIB = 1024
 _GIB = 2 ** 30
@@ -96,7 +97,9 @@ def sample_tree(root):
 
 def measure(command, *, interval, lock, timeout, markers=()):
   """Runs `command`; returns peaks, the wall time, and peaks before each marker line."""
-  env = dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2")
+  # With launch/env.sh's glibc tunables, as launch/demo.sh starts the trainer.
+  env = glibc_tunables.environ(dict(os.environ, PYTHONPATH=os.getcwd(),
+                                    TF_CPP_MIN_LOG_LEVEL="2"))
   with timing.locked(lock):
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -134,6 +137,7 @@ def measure(command, *, interval, lock, timeout, markers=()):
                    for k, v in d.items()}
   step = max(1, len(timeline) // 40)
   return {"peak_gib": gib(peaks), "seconds": round(seconds, 1),
+          "glibc_tunables": env["GLIBC_TUNABLES"],
           "peak_gib_before": {m: gib(v) for m, v in seen.items()},
           "timeline_s_pss_anon_gib": timeline[::step]}
 

@@ -41,6 +41,7 @@ import threading
 import time
 
 from benchmarks import timing
+from luab_jax import glibc_tunables
 
 MARKER = "First training step ("
 # Log lines of the trainer, in order; the time each first appears splits the start-up.
@@ -72,7 +73,9 @@ def time_to_first_step(command, lock, timeout) -> dict:
   With JAX_LOG_COMPILES=1 JAX logs each compilation's duration (a cache hit's is the time to
   load it) and each persistent-cache hit; both are summed up to the marker.
   """
-  env = dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2", JAX_LOG_COMPILES="1")
+  # With launch/env.sh's glibc tunables, as the launch scripts start the trainer.
+  env = glibc_tunables.environ(dict(os.environ, PYTHONPATH=os.getcwd(), TF_CPP_MIN_LOG_LEVEL="2",
+                                    JAX_LOG_COMPILES="1"))
   with timing.locked(lock):
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
@@ -102,6 +105,7 @@ def time_to_first_step(command, lock, timeout) -> dict:
     raise RuntimeError(f"No '{MARKER}' line (exit {proc.returncode}):\n{''.join(log[-30:])}")
   marker = next(l for l in log if MARKER in l).strip()
   return {"seconds": round(seconds, 2), "phases_at_s": phases,
+          "glibc_tunables": env["GLIBC_TUNABLES"],
           "xla_compile_or_load_s": round(compile_s, 2), "programs": compiles,
           "persistent_cache_hits": hits, "log": marker}
 

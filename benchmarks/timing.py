@@ -96,7 +96,9 @@ def machine(*packages: str, accelerator: str | None = None) -> dict:
   return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
           "command": command_line(),
           "cpu": cpu_model(), "cpu_cores": usable_cores(),
-          "accelerator": accelerator or "none", "versions": versions(*packages)}
+          "accelerator": accelerator or "none", "versions": versions(*packages),
+          # glibc's malloc settings change XLA:CPU step times (luab_jax/glibc_tunables.py).
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
 def alternating(measure, names, *, rounds: int, warmup: int = 0,

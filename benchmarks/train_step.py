@@ -18,10 +18,14 @@ here over square and ViT-shaped matmuls (`PEAK_SHAPES` on CPU, `ACCELERATOR_PEAK
 elsewhere, each best of 5; printed); `--datasheet_gflops` adds MFU against a vendor's peak.
 lam=0 is the same program with the point loss weighted 0 (the point head still runs), so the
 lam=4 / lam=0 difference is the cost of the regression loss's gradient; the head's share of
-the model FLOPs is printed too.
+the model FLOPs is printed too, and the process's minor page faults per step (warm-up and timed
+calls). glibc reads GLIBC_TUNABLES only at start: run this from a shell that sourced
+launch/env.sh, as `compare_train_step` does for it (luab_jax/glibc_tunables.py; the header
+prints the value, and a warning says when it lacks the defaults on CPU).
 """
 
 import argparse
+import resource
 import sys
 import time
 import traceback
@@ -38,6 +42,7 @@ import numpy as np
 from benchmarks import timing
 from configs import demo
 from luab_jax import flops as flops_lib
+from luab_jax import glibc_tunables
 from luab_jax import optim
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
@@ -147,6 +152,7 @@ def main():
   args = parser.parse_args()
 
   device = jax.devices()[0]
+  glibc_tunables.warn_if_missing(device.platform)
   timing.emit({"kind": "header", "bench": "train_step", **timing.machine(
       "jax", "jaxlib", "flax", "optax", accelerator=f"{device.platform}:{device.device_kind}"),
       "xla_flags": xla_flags.set_defaults()}, args.out)
@@ -184,8 +190,13 @@ def measure_case(case: str, attention: str, lam: float, peak: float, args) -> di
   start = time.perf_counter()
   run()
   compile_s = time.perf_counter() - start
+  faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   stats = timing.repeat(lambda: run(args.steps_per_call), warmup=args.warmup,
                         repeats=args.repeats, steps_per_call=args.steps_per_call)
+  # Includes the warm-up calls; what it shows is whether the step's temporaries are mapped
+  # in 4 KiB pages at every step (luab_jax/glibc_tunables.py).
+  faults = ((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+            / ((args.warmup + args.repeats) * args.steps_per_call))
   model = vit.parse_variant(variant)
   patches, width = (size // model["patch_size"]) ** 2, model["width"]
   # The soft-argmax point head: one logit per patch token and point (flops.py's count).
@@ -198,7 +209,7 @@ def measure_case(case: str, attention: str, lam: float, peak: float, args) -> di
           "compile_and_first_step_s": compile_s,
           "step_s": {"median": stats.median, "min": min(stats.times), "max": max(stats.times)},
           "images_per_s": stats.rate(batch),
-          "gflops_per_step": step_flops / 1e9,
+          "gflops_per_step": step_flops / 1e9, "page_faults_per_step": faults,
           "mfu": step_flops / stats.median / (peak * 1e9),
           "point_head_flop_share": head_share, **extra}
 

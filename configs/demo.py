@@ -14,9 +14,10 @@ Arguments (after the colon): lam (point-regression weight; 0 is the baseline), s
 image_size, dataset, eval_every (run the evaluators every N steps too; 0: only at the end),
 runlocal (a seconds-long smoke run on the `tiny` dataset config).
 
-Expected runtime: about 3.5 minutes per model on 2 CPU cores (ViT-mu/8, 64 px, 800 steps of
-batch 64, i.e. 2.6 epochs, plus ~15 s of evaluation on 7,000 images; 203 s and 202 s
-measured on 2026-11-30). Expected result: see the README's demo table; measured numbers are quoted there
+Expected runtime: about 3-3.5 minutes per model on 2 CPU cores (ViT-mu/8, 64 px, 800 steps of
+batch 64, i.e. 2.6 epochs, plus ~15 s of evaluation on 7,000 images; 188 s and 191 s
+measured on 2026-11-30 through launch/env.sh, whose GLIBC_TUNABLES gives XLA:CPU's temporaries
+huge pages; 203 s and 202 s without). Expected result: see the README's demo table; measured numbers are quoted there
 and in the closing note of the issue that introduced the demo. LUAB should lower the BG-gap
 (mixed_same - mixed_rand) and raise only_fg / mixed_rand / worst-group accuracy; the size of the
 effect at this tiny budget is modest and varies with the seed.

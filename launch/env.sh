@@ -24,3 +24,9 @@ cd "$LUAB_ROOT"
 export PYTHONPATH="$LUAB_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # TensorFlow is only a data/summary library here: quiet, and off the accelerators.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# glibc reads its malloc tunables only at process start; hugetlb=1 gives XLA:CPU's per-step
+# temporaries transparent huge pages (luab_jax/glibc_tunables.py says why; a value you set wins).
+case ":${GLIBC_TUNABLES:-}:" in
+  *:glibc.malloc.hugetlb=*) ;;
+  *) export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1" ;;
+esac

@@ -38,6 +38,7 @@ from luab_jax import compilation_cache
 from luab_jax import config_schema
 from luab_jax import distributed
 from luab_jax import durations
+from luab_jax import glibc_tunables
 from luab_jax import input_pipeline
 from luab_jax import losses
 from luab_jax import metric_logs
@@ -157,6 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # ------------------------------------------------------------------ Mesh.
   mesh = sharding_lib.make_mesh(config.mesh, devices)
+  glibc_tunables.warn_if_missing(mesh.devices.flat[0].platform)
   per_process_batch = sharding_lib.check_batch_size(config.batch_size, mesh)
   train_step_lib.check_config(
       config, config.batch_size // math.prod(mesh.shape[a] for a in sharding_lib.batch_axes(mesh)))
