@@ -58,5 +58,5 @@ def warn_if_missing(platform: str, base=None) -> bool:
       "GLIBC_TUNABLES lacks %s: XLA:CPU maps each step's temporaries anew in 4 KiB pages "
       "(ViT-Ti/16 train steps ran 1.13x faster with it, BENCHMARKS.md). glibc reads it "
       "only at process start: launch through launch/env.sh, or export GLIBC_TUNABLES=%s.",
-      ":".join(absent), with_defaults(os.environ.get("GLIBC_TUNABLES", "")))
+      ":".join(absent), environ(base)["GLIBC_TUNABLES"])
   return True

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import pytest
 
@@ -31,7 +32,10 @@ def test_a_tunable_the_user_set_is_kept():
 
 def test_warning_only_on_cpu_and_only_when_missing():
   assert glibc_tunables.missing({}) == list(glibc_tunables.DEFAULTS)
-  assert glibc_tunables.warn_if_missing("cpu", {})
+  with mock.patch.object(glibc_tunables.logging, "warning") as warning:
+    assert glibc_tunables.warn_if_missing("cpu", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+  message = warning.call_args.args[0] % warning.call_args.args[1:]
+  assert "export GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1" in message
   assert not glibc_tunables.warn_if_missing("tpu", {})
   assert not glibc_tunables.warn_if_missing("cpu", glibc_tunables.environ({}))
 
