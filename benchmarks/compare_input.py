@@ -8,7 +8,7 @@ runs `benchmarks.input_pipeline` (ours, `.venv`) and `benchmarks.peers.tfdata_pi
 of a shared machine falls on both. With `--lock FILE` (default /tmp/bench/cpu.lock where it
 exists) each round holds that flock, the one other benchmarks on the machine take.
 Ratio = ours images/s / theirs, at 1 core and at 2 cores, against tf.data plain and fused.
-Our process gets launch/env.sh's GLIBC_TUNABLES (`luab_jax.glibc_tunables.environ`), the
+Our process gets launch/env.sh's GLIBC_TUNABLES (`timing.subprocess_env`), the
 peer's none unless `--peer_glibc_tunables`.
 
 Where the data lives matters: the peer reads every JPEG into its own memory before timing,
@@ -56,13 +56,10 @@ def main():
   parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
 
-  base = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-  base.pop("GLIBC_TUNABLES", None)
   # Each as its users start it: ours with launch/env.sh's glibc tunables, the peer without any
   # unless --peer_glibc_tunables gives some.
-  env = glibc_tunables.environ(base)
-  peer_env = (dict(base, GLIBC_TUNABLES=args.peer_glibc_tunables)
-              if args.peer_glibc_tunables else base)
+  env = timing.subprocess_env(ROOT, glibc_tunables.with_defaults(""))
+  peer_env = timing.subprocess_env(ROOT, args.peer_glibc_tunables)
   common = ["--batches", str(args.batches), "--batch_size", str(args.batch_size),
             "--repeats", str(args.repeats)]
   data = ["--workdir", args.workdir, "--num_images", str(args.num_images)]

@@ -7,7 +7,7 @@ Per round: `benchmarks.train_step` (ours, `.venv`) and `benchmarks.peers.timm_st
 of a shared machine falls on both; each round holds `--lock` (default /tmp/bench/cpu.lock where
 /tmp/bench exists). Ratio = ours images/s / timm's, per case. Our run also reports MFU against
 the float32 matmul peak it measures. Our process gets launch/env.sh's GLIBC_TUNABLES
-(`luab_jax.glibc_tunables.environ`), timm's none unless `--peer_glibc_tunables` (each process's
+(`timing.subprocess_env`), timm's none unless `--peer_glibc_tunables` (each process's
 header prints its value).
 """
 
@@ -37,13 +37,10 @@ def main():
   parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
 
-  base = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-  base.pop("GLIBC_TUNABLES", None)
   # Each as its users start it: ours with launch/env.sh's glibc tunables, timm without any
   # unless --peer_glibc_tunables gives some.
-  envs = {"ours": glibc_tunables.environ(base),
-          "timm": dict(base, GLIBC_TUNABLES=args.peer_glibc_tunables)
-          if args.peer_glibc_tunables else base}
+  envs = {"ours": timing.subprocess_env(ROOT, glibc_tunables.with_defaults("")),
+          "timm": timing.subprocess_env(ROOT, args.peer_glibc_tunables)}
   common = ["--cases", args.cases, "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
   commands = {"ours": [args.ours_python, "-m", "benchmarks.train_step", *common],
               "timm": [args.peer_python, "-m", "benchmarks.peers.timm_step", *common]}

@@ -146,6 +146,18 @@ def locked(path: str | None):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def subprocess_env(root: str, glibc_tunables: str) -> dict:
+  """The environment of a benchmark subprocess run from the repository at `root`: this one's,
+  with `root` on PYTHONPATH, TensorFlow quiet, and GLIBC_TUNABLES exactly `glibc_tunables`
+  (unset when empty), whatever the calling shell exported: it changes XLA:CPU step times
+  (luab_jax/glibc_tunables.py), so each side of a comparison gets its own on purpose."""
+  env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("GLIBC_TUNABLES", None)
+  if glibc_tunables:
+    env["GLIBC_TUNABLES"] = glibc_tunables
+  return env
+
+
 def run_json(cmd: list[str], env: dict, cwd: str) -> list[dict]:
   """Runs a benchmark subprocess and returns the JSON lines it printed; fails loudly."""
   done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

@@ -7,13 +7,13 @@ allocation that large with a fresh anonymous mmap, so every step first-touches ~
 prints the page faults per step). With `glibc.malloc.hugetlb=1` glibc asks for transparent huge
 pages on those mappings (madvise), and the same step faults ~1,000 times: ViT-Ti/16 train
 steps 1.13x faster on 2 cores, median of 4 alternating rounds (BENCHMARKS.md, Train step);
-timm's step, which allocates per tensor, gains nothing from it. Where the kernel's
-transparent huge pages are `never`, or glibc is older than 2.35, the tunable does nothing.
+timm's step gains nothing from it. Where the kernel's transparent huge pages are `never`,
+or glibc is older than 2.35, the tunable does nothing.
 
 glibc reads GLIBC_TUNABLES only when a process starts, so it cannot be set from Python inside
 the process that needs it: `launch/env.sh` exports it for the launch scripts (and
 everything started from them: Grain workers, tests, benchmarks), the benchmark drivers pass it
-to the subprocesses they start (`environ`), and the trainer logs a warning on CPU when it is
+to the subprocesses they start (`with_defaults`, `environ`), and the trainer logs a warning on CPU when it is
 missing (`warn_if_missing`). A tunable the user already set wins.
 """
 
@@ -24,15 +24,15 @@ from absl import logging
 DEFAULTS = ("glibc.malloc.hugetlb=1",)
 
 
-def _names(value: str) -> set[str]:
-  return {item.split("=", 1)[0] for item in value.split(":") if item}
+def _absent(value: str) -> list[str]:
+  """The defaults whose name GLIBC_TUNABLES `value` (colon-separated NAME=VALUE) lacks."""
+  named = {item.split("=", 1)[0] for item in value.split(":") if item}
+  return [d for d in DEFAULTS if d.split("=", 1)[0] not in named]
 
 
 def with_defaults(value: str) -> str:
-  """GLIBC_TUNABLES `value` (colon-separated NAME=VALUE) plus each default it does not name."""
-  named = _names(value)
-  return ":".join([item for item in value.split(":") if item]
-                  + [d for d in DEFAULTS if d.split("=", 1)[0] not in named])
+  """GLIBC_TUNABLES `value` plus each default it does not name."""
+  return ":".join([item for item in value.split(":") if item] + _absent(value))
 
 
 def environ(base=None) -> dict:
@@ -44,8 +44,7 @@ def environ(base=None) -> dict:
 
 def missing(base=None) -> list[str]:
   """The defaults that GLIBC_TUNABLES (of `base`, default os.environ) does not name."""
-  named = _names((os.environ if base is None else base).get("GLIBC_TUNABLES", ""))
-  return [d for d in DEFAULTS if d.split("=", 1)[0] not in named]
+  return _absent((os.environ if base is None else base).get("GLIBC_TUNABLES", ""))
 
 
 def warn_if_missing(platform: str, base=None) -> bool:

@@ -83,17 +83,22 @@ def _loss_and_grads(model, images):
                  in jax.tree_util.tree_flatten_with_path(nnx.state(grads))[0]}
 
 
+def _assert_same_loss_and_grads(fused, written_out, images):
+  got_loss, got = _loss_and_grads(fused, images)
+  want_loss, want = _loss_and_grads(written_out, images)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  assert got.keys() == want.keys()
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_vit_with_the_kernel_computes_the_xla_attention_function():
   """Same parameters (the implementation is not part of the parameter tree), same function."""
   images = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
   fused, written_out = _vit("cpu_fused"), _vit("xla")
   assert (jax.tree.map(jnp.shape, nnx.state(fused)) ==
           jax.tree.map(jnp.shape, nnx.state(written_out)))
-  got_loss, got = _loss_and_grads(fused, images)
-  want_loss, want = _loss_and_grads(written_out, images)
-  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
-  for name in want:
-    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+  _assert_same_loss_and_grads(fused, written_out, images)
 
 
 def test_runs_per_shard_on_a_multi_device_mesh():
@@ -148,9 +153,4 @@ def test_works_under_scan_and_rematerialisation(options):
   """Inside `nnx.scan` over the blocks and under `jax.checkpoint` (the FFI call recomputed in
   the backward pass) the kernel computes what the written-out attention computes there."""
   images = jax.random.normal(jax.random.key(3), (2, 16, 16, 3))
-  got_loss, got = _loss_and_grads(_vit("cpu_fused", **options), images)
-  want_loss, want = _loss_and_grads(_vit("xla", **options), images)
-  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
-  assert got.keys() == want.keys()
-  for name in want:
-    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+  _assert_same_loss_and_grads(_vit("cpu_fused", **options), _vit("xla", **options), images)
