@@ -15,9 +15,9 @@ train-step rate this input can feed is its images/s (the consumer here does noth
 
 `loop` settings time our transform alone (`TrainTransform.random_map` on records already read,
 a Python loop, one core, no Grain): the like-for-like core of the tf.data peer. `--stages`
-instead times, on one core and per element, the Grain dataset built up one stage at a time
-(record read + parse, Grain's source, + global shuffle, + `random_map` with the transform,
-+ batch, + iterator), beside the transform alone: where the time over the transform goes.
+instead times, on one core and per element, the training path built up one stage at a time
+(record read + parse; + the transform in the shuffled order, without Grain; Grain's batches;
++ the iterator), beside the transform alone: where the time over the transform goes.
 `--decode` times, on one core, the JPEG decode of inception-crop boxes (the same boxes for
 both): `image_ops.load_box` (region decode) against the full decode + slice, alternating runs.
 
@@ -109,27 +109,27 @@ def measure_stages(source, whole_records, args) -> list[dict]:
   `whole_records` decodes all of them, for comparison.
   """
   import grain
+  from luab_jax import input_pipeline
   from luab_jax.pp import transforms
   os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
   transform = transforms.TrainTransform(image_size=args.image_size)
   n, size = args.batches * args.batch_size, len(source)
   records = [source[i] for i in range(min(size, n))]
   rng = np.random.default_rng(0)
-  ds = grain.MapDataset.source(source)
-  shuffled = ds.shuffle(seed=0).repeat(None)
-  mapped = shuffled.random_map(transform, seed=1)
-  batched = mapped.batch(args.batch_size, drop_remainder=True)
-  iterator = iter(batched.to_iter_dataset(grain.ReadOptions(num_threads=0,
-                                                            prefetch_buffer_size=0)))
+  order = grain.MapDataset.range(size).shuffle(seed=0).repeat(None)
+  config = _input_config(args.image_size, 0, 0, 0)
+  batches = input_pipeline.train_batches(source, config, per_process_batch_size=args.batch_size,
+                                         seed=0)
+  iterator = iter(input_pipeline.make_train_dataset(
+      source, config, per_process_batch_size=args.batch_size, seed=0))
   per_batch = args.batch_size
   stages = {
       "transform alone": (lambda i: transform.random_map(records[i % len(records)], rng), 1),
       "record read + TFDS's parse, all features": (lambda i: whole_records[i % size], 1),
       "record read + parse, training's features": (lambda i: source[i % size], 1),
-      "grain source": (lambda i: ds[i % size], 1),
-      "+ global shuffle": (lambda i: shuffled[i], 1),
-      "+ random_map (transform)": (lambda i: mapped[i], 1),
-      "+ batch": (lambda i: batched[i], per_batch),
+      "+ transform (shuffled order, element_rng; no Grain)": (
+          lambda i: transform.random_map(source[order[i]], input_pipeline.element_rng(1, i)), 1),
+      "Grain batches (train_batches)": (lambda i: batches[i], per_batch),
       "+ iterator (0 threads)": (lambda i: next(iterator), per_batch),
   }
   # Each call reads positions no earlier call read: repeating the same few hundred records would

@@ -1,15 +1,24 @@
 """Grain input pipelines: per-process shards of a random-access source -> global batches.
 
-Train: source -> global shuffle -> repeat -> seeded random crop/flip of image and points (one
-`random_map`, seeded per element index) -> per-process batches -> this process's share of them
--> multiprocess prefetch. The global stream, cut into global batches of B = P * b examples, is
-the same whatever the number of processes P; process p takes rows [p*b, (p+1)*b) of every
-global batch, i.e. every P-th batch of b examples starting at the p-th. The datasets are lazy
-(Grain `MapDataset`), so a process reads and decodes only its own examples, and a run on P
-processes sees exactly the batches of a run on one (`sharding.check_batch_size` checks that
-process p's devices hold that block of the global batch). The iterator is a Grain
-`DatasetIterator`, whose few-KB state goes into every checkpoint so a resumed run continues at
-the exact next batch.
+Train: record indices -> global shuffle -> repeat -> per-process batches of indices -> this
+process's share of them -> one Grain map per batch (`ReadAndTransform`) that reads each record
+and applies the seeded random crop/flip of image and points -> read threads or worker
+processes. Example j of stream batch k sits at stream position k*b + j, and its crop is drawn
+from a generator seeded by (seed, position) alone (`element_rng`), so it is the same whatever
+the number of threads, workers or processes. The global stream, cut into global batches of
+B = P * b examples, is the same whatever the number of processes P; process p takes rows
+[p*b, (p+1)*b) of every global batch, i.e. every P-th batch of b examples starting at the p-th.
+The datasets are lazy (Grain `MapDataset`), so a process reads and decodes only its own
+examples, and a run on P processes sees exactly the batches of a run on one
+(`sharding.check_batch_size` checks that process p's devices hold that block of the global
+batch). The iterator is a Grain `DatasetIterator`, whose few-KB state goes into every
+checkpoint so a resumed run continues at the exact next batch.
+
+Why one map per batch rather than Grain's per-element `source -> random_map -> batch`: Grain
+runs its stage bookkeeping (timing, byte-size estimates and read metrics of every record, an
+RNG reset) for every element, in Python, under the GIL that the read threads share. Per batch,
+the same reads and transforms ran 1.09x as fast on one core and 1.04x on two (medians of 5
+alternating rounds; BENCHMARKS.md, Input pipeline, 2026-11-30 sixth run).
 
 Eval: indices padded up to a whole number of global batches, so every process runs the same
 number of steps; padding examples carry `_mask = False` and each real example counts once. Its
@@ -18,7 +27,10 @@ read-ahead is `read_threads` batches per process at most (`eval_read_options`), 
 a deep one makes host memory grow with the split (it only fills on splits long enough).
 """
 
+import dataclasses
 import math
+import threading
+from typing import Any
 
 import grain
 import jax
@@ -94,23 +106,70 @@ def _maybe_prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDatase
   return ds
 
 
+_THREAD_RNG = threading.local()
+
+
+def element_rng(seed: int, position: int) -> np.random.Generator:
+  """The generator of stream position `position`: Philox keyed by `seed`, counter at `position`.
+
+  The same draws as `np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 0,
+  position]))`, from one generator per thread whose state is reset (3 us instead of 9 to
+  build one). Valid until the same thread's next call.
+  """
+  rng, rng_seed = getattr(_THREAD_RNG, "rng_and_seed", (None, None))
+  if rng_seed != seed:  # Philox sets (and checks) the key; the counter is all that moves.
+    rng = np.random.Generator(np.random.Philox(key=seed))
+    _THREAD_RNG.rng_and_seed = rng, seed
+  state = rng.bit_generator.state
+  state["state"]["counter"] = np.array([0, 0, 0, position], np.uint64)
+  state["buffer_pos"] = 4  # Philox's 4-word buffer: empty, so the next draw uses the counter.
+  state["has_uint32"] = 0
+  rng.bit_generator.state = state
+  return rng
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadAndTransform(grain.transforms.MapWithIndex):
+  """Stream batch k of record indices -> the batch of examples (numpy dict, leaves stacked).
+
+  Reads each record from `source` and applies `transform.random_map` with `element_rng(seed,
+  k * batch_size + j)` for its row j.
+  """
+  source: Any
+  transform: grain.transforms.RandomMap
+  batch_size: int
+  seed: int
+
+  def map_with_index(self, index: int, record_indices: np.ndarray) -> dict:
+    first = index * self.batch_size
+    rows = [self.transform.random_map(self.source[int(record)], element_rng(self.seed, first + j))
+            for j, record in enumerate(record_indices)]
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def train_batches(source, input_config, *, per_process_batch_size: int, seed: int,
+                  num_points: int = 1) -> grain.MapDataset:
+  """This process's training batches (numpy dicts), lazily: batch i is read when indexed."""
+  transform = transforms.TrainTransform(
+      image_size=input_config.image_size,
+      scale=tuple(input_config.crop_scale),
+      ratio=tuple(input_config.crop_ratio),
+      flip=input_config.flip,
+      resize_method=input_config.get("resize_method", transforms.TrainTransform.resize_method),
+      num_points=num_points)
+  if len(source) == 0:
+    raise ValueError("The training source is empty.")
+  ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
+  ds = ds.batch(per_process_batch_size, drop_remainder=True)
+  ds = ds.map_with_index(ReadAndTransform(source, transform, per_process_batch_size, seed + 1))
+  return ds[jax.process_index()::jax.process_count()]
+
+
 def make_train_dataset(source, input_config, *, per_process_batch_size: int, seed: int,
                        num_points: int = 1) -> grain.IterDataset:
   """The infinite training stream of per-process batches (numpy dicts)."""
-  ds = grain.MapDataset.source(source)
-  ds = ds.shuffle(seed=seed).repeat(None)
-  ds = ds.random_map(
-      transforms.TrainTransform(
-          image_size=input_config.image_size,
-          scale=tuple(input_config.crop_scale),
-          ratio=tuple(input_config.crop_ratio),
-          flip=input_config.flip,
-          resize_method=input_config.get("resize_method",
-                                         transforms.TrainTransform.resize_method),
-          num_points=num_points),
-      seed=seed + 1)
-  ds = ds.batch(per_process_batch_size, drop_remainder=True)
-  ds = ds[jax.process_index()::jax.process_count()]
+  ds = train_batches(source, input_config, per_process_batch_size=per_process_batch_size,
+                     seed=seed, num_points=num_points)
   ds = ds.to_iter_dataset(buffer_options(input_config, num_workers=input_config.num_workers,
                                          batch_size=per_process_batch_size,
                                          num_points=num_points))
