@@ -127,6 +127,7 @@ def measure_stages(source, whole_records, args) -> list[dict]:
       "transform alone": (lambda i: transform.random_map(records[i % len(records)], rng), 1),
       "record read + TFDS's parse, all features": (lambda i: whole_records[i % size], 1),
       "record read + parse, training's features": (lambda i: source[i % size], 1),
+      # The order and generators of train_batches(seed=0): shuffle seed 0, element_rng seed 1.
       "+ transform (shuffled order, element_rng; no Grain)": (
           lambda i: transform.random_map(source[order[i]], input_pipeline.element_rng(1, i)), 1),
       "Grain batches (train_batches)": (lambda i: batches[i], per_batch),

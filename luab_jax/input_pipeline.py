@@ -15,8 +15,8 @@ batch). The iterator is a Grain `DatasetIterator`, whose few-KB state goes into 
 checkpoint so a resumed run continues at the exact next batch.
 
 Why one map per batch rather than Grain's per-element `source -> random_map -> batch`: Grain
-runs its stage bookkeeping (timing, byte-size estimates and read metrics of every record, an
-RNG reset) for every element, in Python, under the GIL that the read threads share. Per batch,
+runs its stage bookkeeping (timing, byte-size estimates and read metrics of every record) for
+every element, in Python, under the GIL that the read threads share. Per batch,
 the same reads and transforms ran 1.09x as fast on one core and 1.04x on two (medians of 5
 alternating rounds; BENCHMARKS.md, Input pipeline, 2026-11-30 sixth run).
 
@@ -150,6 +150,8 @@ class ReadAndTransform(grain.transforms.MapWithIndex):
 def train_batches(source, input_config, *, per_process_batch_size: int, seed: int,
                   num_points: int = 1) -> grain.MapDataset:
   """This process's training batches (numpy dicts), lazily: batch i is read when indexed."""
+  if len(source) == 0:
+    raise ValueError("The training source is empty.")
   transform = transforms.TrainTransform(
       image_size=input_config.image_size,
       scale=tuple(input_config.crop_scale),
@@ -157,8 +159,6 @@ def train_batches(source, input_config, *, per_process_batch_size: int, seed: in
       flip=input_config.flip,
       resize_method=input_config.get("resize_method", transforms.TrainTransform.resize_method),
       num_points=num_points)
-  if len(source) == 0:
-    raise ValueError("The training source is empty.")
   ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
   ds = ds.map_with_index(ReadAndTransform(source, transform, per_process_batch_size, seed + 1))

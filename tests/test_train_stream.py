@@ -68,7 +68,7 @@ def test_each_example_is_its_record_transformed_with_its_position_generator():
       rows.append(transform.random_map(records[order[position]], rng))
     want.append({key: np.stack([row[key] for row in rows]) for key in rows[0]})
   _assert_same_batches(got, want)
-  # Not vacuous: the flip and the crops differ between the two epochs of the same records.
+  # Not vacuous: the batches differ (identical images everywhere would pass the test above).
   assert not np.array_equal(got[0]["image"], got[2]["image"])
 
 
