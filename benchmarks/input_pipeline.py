@@ -13,11 +13,11 @@ on the device) at 224 px. Each setting
 images/s median (from the median time), min and max; per core = total / CORES. The largest
 train-step rate this input can feed is its images/s (the consumer here does nothing else).
 
-`loop` settings time our transform alone (`TrainTransform.random_map` on records already read,
-a Python loop, one core, no Grain): the like-for-like core of the tf.data peer. `--stages`
-instead times, on one core and per element, the training path built up one stage at a time
-(record read + parse; + the transform in the shuffled order, without Grain; Grain's batches;
-+ the iterator), beside the transform alone: where the time over the transform goes.
+`loop` settings time our transform alone (`TrainTransform.map_batch` on batches of records
+already read, a Python loop, one core, no Grain): the like-for-like core of the tf.data peer.
+`--stages` instead times, on one core and per element, the training path built up one stage
+at a time (record read + parse; + the transform in the shuffled order, without Grain; Grain's
+batches; + the iterator), beside the transform alone: where the time over the transform goes.
 `--decode` times, on one core, the JPEG decode of inception-crop boxes (the same boxes for
 both): `image_ops.load_box` (region decode) against the full decode + slice, alternating runs.
 
@@ -87,14 +87,16 @@ def measure_grain(source, setting: str, args) -> dict:
 def measure_loop(source, args) -> dict:
   from luab_jax.pp import transforms
   os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
-  n = args.batches * args.batch_size
+  b = args.batch_size
+  n = args.batches * b
   records = [source[i] for i in range(min(len(source), n))]
   transform = transforms.TrainTransform(image_size=args.image_size)
   rng = np.random.default_rng(0)
 
   def run():
-    for i in range(n):
-      transform.random_map(records[i % len(records)], rng)
+    for k in range(args.batches):
+      transform.map_batch([records[(k * b + j) % len(records)] for j in range(b)],
+                          itertools.repeat(rng, b))
 
   stats = timing.repeat(run, warmup=1, repeats=args.repeats)
   return {"cores": 1, "images_per_s": stats.rate(n)}
@@ -123,13 +125,20 @@ def measure_stages(source, whole_records, args) -> list[dict]:
   iterator = iter(input_pipeline.make_train_dataset(
       source, config, per_process_batch_size=args.batch_size, seed=0))
   per_batch = args.batch_size
+  # The order and generators of train_batches(seed=0): shuffle seed 0, element_rng seed 1.
+  read_and_transform = input_pipeline.ReadAndTransform(source, transform, per_batch, 1)
+
+  def transform_batch(k):
+    return transform.map_batch([records[(k * per_batch + j) % len(records)]
+                                for j in range(per_batch)], itertools.repeat(rng, per_batch))
+
   stages = {
-      "transform alone": (lambda i: transform.random_map(records[i % len(records)], rng), 1),
+      "transform alone (map_batch)": (transform_batch, per_batch),
       "record read + TFDS's parse, all features": (lambda i: whole_records[i % size], 1),
       "record read + parse, training's features": (lambda i: source[i % size], 1),
-      # The order and generators of train_batches(seed=0): shuffle seed 0, element_rng seed 1.
-      "+ transform (shuffled order, element_rng; no Grain)": (
-          lambda i: transform.random_map(source[order[i]], input_pipeline.element_rng(1, i)), 1),
+      "read + transform (ReadAndTransform, shuffled order; no Grain)": (
+          lambda k: read_and_transform.map_with_index(
+              k, np.array([order[k * per_batch + j] for j in range(per_batch)])), per_batch),
       "Grain batches (train_batches)": (lambda i: batches[i], per_batch),
       "+ iterator (0 threads)": (lambda i: next(iterator), per_batch),
   }

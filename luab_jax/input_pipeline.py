@@ -132,19 +132,19 @@ def element_rng(seed: int, position: int) -> np.random.Generator:
 class ReadAndTransform(grain.transforms.MapWithIndex):
   """Stream batch k of record indices -> the batch of examples (numpy dict, leaves stacked).
 
-  Reads each record from `source` and applies `transform.random_map` with `element_rng(seed,
-  k * batch_size + j)` for its row j.
+  Reads each record from `source` and applies `transform.map_batch`, row j drawing its crop
+  from `element_rng(seed, k * batch_size + j)`.
   """
   source: Any
-  transform: grain.transforms.RandomMap
+  transform: transforms.TrainTransform
   batch_size: int
   seed: int
 
   def map_with_index(self, index: int, record_indices: np.ndarray) -> dict:
     first = index * self.batch_size
-    rows = [self.transform.random_map(self.source[int(record)], element_rng(self.seed, first + j))
-            for j, record in enumerate(record_indices)]
-    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+    records = [self.source[int(record)] for record in record_indices]
+    return self.transform.map_batch(
+        records, (element_rng(self.seed, first + j) for j in range(len(records))))
 
 
 def train_batches(source, input_config, *, per_process_batch_size: int, seed: int,

@@ -91,3 +91,24 @@ def test_train_transform_moves_a_painted_dot_with_its_point():
     else:
       np.testing.assert_array_equal(example["points"][0], [-1, -1])
   assert 5 <= seen < 40  # Both branches were exercised.
+
+
+def test_a_batch_moves_as_its_examples_one_at_a_time():
+  rng = np.random.default_rng(0)
+  count, num_points = 64, 3
+  image_hw = np.stack([rng.integers(20, 400, count), rng.integers(20, 400, count)], axis=-1)
+  boxes = np.array([geometry.sample_inception_box(rng, int(h), int(w)) for h, w in image_hw])
+  points = rng.uniform(-0.2, 1.2, (count, num_points, 2))
+  points[rng.random(points.shape) < 0.05] = np.nan
+  points[rng.random(points.shape) < 0.05] = np.inf
+  valid = rng.random((count, num_points)) < 0.8
+  flips = rng.random(count) < 0.5
+  targets, weights = geometry.points_into_crop(points, valid, boxes, image_hw, flip=flips)
+  assert targets.shape == (count, num_points, 2) and weights.shape == (count, num_points)
+  for i in range(count):
+    one_targets, one_weights = geometry.points_into_crop(
+        points[i], valid[i], tuple(boxes[i]), tuple(image_hw[i]), flip=bool(flips[i]))
+    np.testing.assert_array_equal(targets[i], one_targets, err_msg=f"example {i}")
+    np.testing.assert_array_equal(weights[i], one_weights, err_msg=f"example {i}")
+  # Not vacuous: both kept and dropped points, and flipped and unflipped crops.
+  assert 0 < weights.mean() < 1 and 0 < flips.mean() < 1

@@ -182,6 +182,16 @@ def test_resize_methods_keep_a_gradient_in_order_and_flip_mirrors(method):
   np.testing.assert_array_equal(flipped, out[:, ::-1])
 
 
+def test_resize_writes_into_a_row_of_the_batch():
+  crop = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+  batch = np.zeros((2, 24, 24, 3), np.uint8)
+  for row, flip in enumerate([False, True]):
+    written = image_ops.resize(crop, 24, flip=flip, out=batch[row])
+    assert np.shares_memory(written, batch)
+  np.testing.assert_array_equal(batch[0], image_ops.resize(crop, 24))
+  np.testing.assert_array_equal(batch[1], image_ops.resize(crop, 24)[:, ::-1])
+
+
 def test_unknown_resize_method_names_the_key():
   with pytest.raises(ValueError, match="resize_method='lanczos'"):
     transforms.TrainTransform(image_size=32, resize_method="lanczos")

@@ -87,3 +87,29 @@ def test_map_skips_classes_without_positives():
   metrics = multilabel.multilabel_metrics(scores, labels)
   assert metrics["map"] == 1.0 and metrics["num_classes_with_positives"] == 2
   assert "class_ap/2" not in metrics and metrics["precision_at_1"] == 1.0
+
+
+def test_batch_rows_equal_their_records_transformed_alone():
+  """`map_batch` keeps rows apart: a skipped image, dropped clicks and the crop rule per row."""
+  rng = np.random.default_rng(0)
+  records = []
+  for i in range(6):
+    records.append({
+        "image": _jpeg(80 + 10 * i, 120 - 10 * i) if i != 2 else _jpeg()[:150],  # 2: truncated.
+        "labels": rng.random(4) < 0.7,
+        "points": rng.uniform(-0.1, 1.1, (4, 2)).astype(np.float32),
+        "has_points": rng.random(4) < 0.8,
+        "file_name": f"record_{i}",
+    })
+  transform = transforms.TrainTransform(image_size=16, scale=(0.2, 0.6), num_points=4)
+  batch = transform.map_batch(records, [np.random.default_rng(seed) for seed in range(6)])
+  assert batch["image"].shape == (6, 16, 16, 3)
+  for i, record in enumerate(records):
+    alone = transform.random_map(record, np.random.default_rng(i))
+    assert list(alone) == list(batch)
+    for key, value in alone.items():
+      np.testing.assert_array_equal(batch[key][i], value, err_msg=f"row {i}, {key}")
+      assert batch[key].dtype == np.asarray(value).dtype, key
+  # Not vacuous: the truncated row is skipped, the others train, some clicks are dropped.
+  np.testing.assert_array_equal(batch["weight"], [1, 1, 0, 1, 1, 1])
+  assert batch["bad_points"].sum() > 0 and 0 < batch["point_weight"].mean() < 1

@@ -52,31 +52,36 @@ def central_box(height: int, width: int, crop_fraction: float) -> tuple[int, int
 
 
 def points_into_crop(points: np.ndarray, valid: np.ndarray, box, image_hw, *,
-                     flip: bool) -> tuple[np.ndarray, np.ndarray]:
+                     flip) -> tuple[np.ndarray, np.ndarray]:
   """Moves image-normalised points into the coordinates of a crop (official LUAB semantics).
 
+  One example, or a batch of them along leading axes `...` (the training pipeline moves a
+  whole batch in one call: one numpy pass instead of one per example).
+
   Args:
-    points: [P, 2] (x, y) in [0, 1] over the original image.
-    valid: [P] bool, False where the image has no point.
-    box: (top, left, height, width) in pixels of the original image.
-    image_hw: (height, width) of the original image.
-    flip: whether the crop is flipped left-right afterwards.
+    points: [..., P, 2] (x, y) in [0, 1] over the original image.
+    valid: [..., P] bool, False where the image has no point.
+    box: [..., 4] (top, left, height, width) in pixels of the original image.
+    image_hw: [..., 2] (height, width) of the original image.
+    flip: [...] bool, whether the crop is flipped left-right afterwards.
 
   Returns:
-    targets [P, 2] float32 in crop coordinates, MISSING (-1) where the weight is 0, and
-    weights [P] float32: 1 for a point inside the crop (bounds inclusive), 0 for a missing,
+    targets [..., P, 2] float32 in crop coordinates, MISSING (-1) where the weight is 0, and
+    weights [..., P] float32: 1 for a point inside the crop (bounds inclusive), 0 for a missing,
     non-finite or outside point.
   """
-  points = np.asarray(points, np.float64).reshape(-1, 2)
-  valid = np.asarray(valid, bool).reshape(-1)
-  top, left, h, w = box
-  height, width = image_hw
-  uv = (points * (width, height) - (left, top)) / (w, h)
+  points = np.asarray(points, np.float64)
+  valid = np.asarray(valid, bool)
+  # [..., 1] each, to broadcast over the P points.
+  top, left, h, w = np.moveaxis(np.asarray(box, np.float64), -1, 0)[..., None]
+  height, width = np.moveaxis(np.asarray(image_hw, np.float64), -1, 0)[..., None]
+  u = (points[..., 0] * width - left) / w
+  v = (points[..., 1] * height - top) / h
   # NaN and +-inf fail both bounds, so the range test also drops non-finite points.
-  inside = valid & ((uv >= 0) & (uv <= 1)).all(-1)
-  if flip:
-    uv[:, 0] = 1.0 - uv[:, 0]
-  return np.where(inside[:, None], uv, MISSING).astype(np.float32), inside.astype(np.float32)
+  inside = valid & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+  u = np.where(np.asarray(flip, bool)[..., None], 1.0 - u, u)
+  targets = np.where(inside[..., None], np.stack([u, v], axis=-1), MISSING)
+  return targets.astype(np.float32), inside.astype(np.float32)
 
 
 def boxes_into_crop(boxes: np.ndarray, box, image_hw) -> tuple[np.ndarray, np.ndarray]:

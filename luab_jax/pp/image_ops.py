@@ -209,9 +209,15 @@ def load_box(image: OpenedImage, box, *, name: str = "<record>", scale: int = 1)
   return _slice_box(pixels, box_at_scale(box, (image.height, image.width), pixels.shape[:2]))
 
 
-def resize(pixels: np.ndarray, size: int, *, method: str = "bilinear",
-           flip: bool = False) -> np.ndarray:
-  """Resizes uint8 [H, W, 3] to size x size (`RESIZE_METHODS`); `flip` mirrors left-right."""
-  resized = cv2.resize(pixels, (size, size), interpolation=RESIZE_METHODS[method])
-  return cv2.flip(resized, 1) if flip else resized
+def resize(pixels: np.ndarray, size: int, *, method: str = "bilinear", flip: bool = False,
+           out: np.ndarray | None = None) -> np.ndarray:
+  """Resizes uint8 [H, W, 3] to size x size (`RESIZE_METHODS`); `flip` mirrors left-right.
 
+  `out`, a C-contiguous uint8 [size, size, 3] array such as one row of a batch, receives the
+  result (OpenCV writes into a `dst` of the right size and type), so a batch is built in
+  place instead of stacked afterwards.
+  """
+  resized = cv2.resize(pixels, (size, size), dst=out, interpolation=RESIZE_METHODS[method])
+  # In place (OpenCV's horizontal flip swaps each row's ends): a new output array from the
+  # bindings costs more than the flip itself.
+  return cv2.flip(resized, 1, dst=resized) if flip else resized

@@ -36,7 +36,7 @@ crop loses its positive label for that crop; a class present but never clicked k
 """
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar, Iterable, Sequence
 
 import grain
 import numpy as np
@@ -52,33 +52,41 @@ def _record_name(record) -> str:
   return str(name) if name is not None else "<record without file_name>"
 
 
-def _point_and_validity(record, num_points: int):
-  """([P, 2] points, [P] validity, number of bad points) from the record's point fields.
-
-  A point marked valid that is not finite or lies outside [0, 1] is made invalid and counted.
-  """
+def _record_points(record, num_points: int):
+  """([P, 2] float32 points, [P] validity) as the record stores them (module docstring)."""
   if "points" in record:
     points, valid = record["points"], record["has_points"]
   elif "point" in record:
     points, valid = record["point"], record["has_point"]
   else:  # A dataset without byproducts (e.g. ImageNet validation): every point is missing.
-    return np.full((num_points, 2), -1, np.float32), np.zeros(num_points, bool), 0
+    return np.full((num_points, 2), -1, np.float32), np.zeros(num_points, bool)
   points = np.asarray(points, np.float32).reshape(-1, 2)
   valid = np.asarray(valid, bool).reshape(-1)
-  if len(points) != num_points:
-    raise ValueError(f"Record {_record_name(record)} has {len(points)} points, but the model "
-                     f"predicts num_points={num_points} (config.model.num_points).")
+  if len(points) != num_points or len(valid) != num_points:
+    raise ValueError(f"Record {_record_name(record)} has {len(points)} points and {len(valid)} "
+                     f"validity flags, but the model predicts num_points={num_points} "
+                     "(config.model.num_points).")
+  return points, valid
+
+
+def _points_and_validity(records, num_points: int):
+  """([N, P, 2] points, [N, P] validity, [N] int32 bad points) of N records.
+
+  A point marked valid that is not finite or lies outside [0, 1] is made invalid and counted.
+  """
+  rows = [_record_points(record, num_points) for record in records]
+  points = np.stack([points for points, _ in rows])
+  valid = np.stack([valid for _, valid in rows])
   # NaN and +-inf fail both bounds, so this also drops non-finite points.
-  usable = ((points >= 0) & (points <= 1)).all(-1)
-  bad = valid & ~usable
-  return points, valid & usable, int(np.count_nonzero(bad))
+  inside = (points >= 0) & (points <= 1)
+  usable = inside[..., 0] & inside[..., 1]
+  bad = np.count_nonzero(valid & ~usable, axis=-1).astype(np.int32)
+  return points, valid & usable, bad
 
 
-def _label_fields(record, targets=None, weights=None, valid=None, *, label_key="label"):
-  """`label` for single-label records; `labels` for multi-hot ones, after the crop rule.
+def _label_fields(record, *, label_key="label"):
+  """`label` (int32) for single-label records; `labels` (float32 [C] multi-hot) otherwise.
 
-  With `targets` given (training), a class that had a usable click (`valid`) whose point left
-  the crop (weight 0) loses its positive label, as in the official COCO-AB loader.
   `label_key` names the record's single label (e.g. "original_label" in imagenet2012_real);
   None means the example carries no single label.
   """
@@ -89,24 +97,43 @@ def _label_fields(record, targets=None, weights=None, valid=None, *, label_key="
       raise KeyError(f"Record {_record_name(record)} has no label {label_key!r} (label_key); it "
                      f"has {sorted(record)}.")
     return {"label": np.int32(record[label_key])}
-  labels = np.asarray(record["labels"], np.float32).reshape(-1)
-  if targets is not None:
-    if len(labels) != len(weights):
-      raise ValueError(f"Record {_record_name(record)} has {len(labels)} labels but "
-                       f"{len(weights)} per-class points.")
-    labels = np.where(valid & (weights == 0), 0.0, labels).astype(np.float32)
-  return {"labels": labels}
+  return {"labels": np.asarray(record["labels"], np.float32).reshape(-1)}
+
+
+def _train_labels(records, valid, weights, decoded) -> dict:
+  """`label` [N] or `labels` [N, C] of a training batch, after the multi-label crop rule.
+
+  A class that had a usable click (`valid`) whose point left the crop (weight 0) loses its
+  positive label, as in the official COCO-AB loader; a row whose image was not decoded keeps
+  no positive (no crop was taken, so none is known to be inside it).
+  """
+  rows = [_label_fields(record) for record in records]
+  if "labels" not in rows[0]:
+    return {"label": np.stack([row["label"] for row in rows])}
+  for record, row in zip(records, rows):
+    if len(row["labels"]) != weights.shape[-1]:
+      raise ValueError(f"Record {_record_name(record)} has {len(row['labels'])} labels but "
+                       f"{weights.shape[-1]} per-class points.")
+  labels = np.stack([row["labels"] for row in rows])
+  labels = np.where((valid & (weights == 0)) | ~decoded[:, None], 0.0, labels)
+  return {"labels": labels.astype(np.float32)}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainTransform(grain.transforms.RandomMap):
   """RandomResizedCrop + horizontal flip, drawn once and applied to the image and its point.
 
-  Seeded by Grain's `random_map(seed=...)` per element index, so the crop of example i is the
-  same whatever the number of workers, and a resumed run sees the same augmentations.
-  The box is drawn from the header's size before any pixel is decoded, so a JPEG decodes only
-  the box's region, at 1/2, 1/4 or 1/8 size where the box holds `draft_scale` x the output
-  size; box and points stay in original pixels (`image_ops` module docstring).
+  The crop of a record is drawn from the generator it is given: the training pipeline gives
+  each stream position its own (`input_pipeline.element_rng`), so the crop of example i is
+  the same whatever the number of threads, workers or processes, and a resumed run sees the
+  same augmentations. The box is drawn from the header's size before any pixel is decoded, so
+  a JPEG decodes only the box's region, at 1/2, 1/4 or 1/8 size where the box holds
+  `draft_scale` x the output size; box and points stay in original pixels (`image_ops` module
+  docstring).
+
+  `map_batch` builds a whole batch: the image work per record, written into the batch array,
+  then the points and labels of all records in single numpy passes; `random_map` is the batch
+  of one record.
   """
   # Every record key `random_map` can read (datasets.get_source(features=...) decodes no other).
   RECORD_KEYS: ClassVar[tuple[str, ...]] = ("image", "label", "labels", "point", "has_point",
@@ -121,43 +148,50 @@ class TrainTransform(grain.transforms.RandomMap):
   def __post_init__(self):
     image_ops.check_resize_method(self.resize_method)
 
-  def random_map(self, record, rng: np.random.Generator):
-    name = _record_name(record)
-    try:
-      # The header gives the size; the box is drawn before decoding, so only the box is
-      # decoded, at reduced size where it is large enough (image_ops module docstring).
-      image = image_ops.open_image(record["image"], name=name)
-      width, height = image.size
-      box = geometry.sample_inception_box(rng, height, width, scale=self.scale, ratio=self.ratio)
-      flip = self.flip and bool(rng.random() < 0.5)
-      crop = image_ops.load_box(image, box, name=name,
-                                scale=image_ops.draft_scale(box, self.image_size))
-    except ValueError:  # Undecodable: kept with weight 0 and counted (module docstring).
-      return self._skipped(record)
-    pixels = image_ops.resize(crop, self.image_size, method=self.resize_method, flip=flip)
-    points, valid, bad_points = _point_and_validity(record, self.num_points)
-    targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=flip)
+  def random_map(self, record, rng: np.random.Generator) -> dict:
+    return {key: value[0] for key, value in self.map_batch([record], [rng]).items()}
+
+  def map_batch(self, records: Sequence[Any], rngs: Iterable[np.random.Generator]) -> dict:
+    """The batch (numpy arrays with a leading axis of len(records)) of `records`.
+
+    Row i draws its crop and flip from the i-th generator of `rngs`, which is only taken once
+    row i - 1 is done (so `rngs` may yield one generator reset for each row).
+    """
+    size, count = self.image_size, len(records)
+    images = np.empty((count, size, size, 3), np.uint8)
+    # Rows whose image is not decoded keep this unit box: their points are all dropped anyway.
+    boxes = np.tile(np.array([0, 0, 1, 1], np.float64), (count, 1))
+    image_hw = np.ones((count, 2), np.float64)
+    flips = np.zeros(count, bool)
+    decoded = np.ones(count, bool)
+    for i, (record, rng) in enumerate(zip(records, rngs, strict=True)):
+      name = _record_name(record)
+      try:
+        # The header gives the size; the box is drawn before decoding, so only the box is
+        # decoded, at reduced size where it is large enough (image_ops module docstring).
+        image = image_ops.open_image(record["image"], name=name)
+        width, height = image.size
+        box = geometry.sample_inception_box(rng, height, width, scale=self.scale,
+                                            ratio=self.ratio)
+        flip = self.flip and bool(rng.random() < 0.5)
+        crop = image_ops.load_box(image, box, name=name,
+                                  scale=image_ops.draft_scale(box, size))
+      except ValueError:  # Undecodable: kept with weight 0 and counted (module docstring).
+        decoded[i] = False
+        images[i] = 0
+        continue
+      image_ops.resize(crop, size, method=self.resize_method, flip=flip, out=images[i])
+      boxes[i], image_hw[i], flips[i] = box, (height, width), flip
+    points, valid, bad_points = _points_and_validity(records, self.num_points)
+    valid &= decoded[:, None]
+    targets, weights = geometry.points_into_crop(points, valid, boxes, image_hw, flip=flips)
     return {
-        "image": pixels,
-        **_label_fields(record, targets, weights, valid),
+        "image": images,
+        **_train_labels(records, valid, weights, decoded),
         "points": targets,
         "point_weight": weights,
-        "weight": np.float32(1.0),
-        "bad_points": np.int32(bad_points),
-    }
-
-  def _skipped(self, record):
-    """The weight-0 stand-in for an example whose image cannot be decoded."""
-    labels = _label_fields(record)
-    if "labels" in labels:  # No crop was taken: no positive is known to be inside it.
-      labels = {"labels": np.zeros_like(labels["labels"])}
-    return {
-        "image": np.zeros((self.image_size, self.image_size, 3), np.uint8),
-        **labels,
-        "points": np.full((self.num_points, 2), geometry.MISSING, np.float32),
-        "point_weight": np.zeros(self.num_points, np.float32),
-        "weight": np.float32(0.0),
-        "bad_points": np.int32(0),
+        "weight": decoded.astype(np.float32),
+        "bad_points": np.where(decoded, bad_points, 0).astype(np.int32),
     }
 
 
@@ -221,7 +255,7 @@ class EvalTransform(grain.transforms.Map):
     crop = image_ops.load_box(image, box, name=name,
                               scale=image_ops.draft_scale(box, self.image_size))
     pixels = image_ops.resize(crop, self.image_size, method=self.resize_method)
-    points, valid, _ = _point_and_validity(record, self.num_points)
+    points, valid, _ = (value[0] for value in _points_and_validity([record], self.num_points))
     targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=False)
     example = {
         "image": pixels,
