@@ -2,8 +2,9 @@
 
 Train: record indices -> global shuffle -> repeat -> per-process batches of indices -> this
 process's share of them -> one Grain map per batch (`ReadAndTransform`) that reads each record
-and applies the seeded random crop/flip of image and points -> read threads or worker
-processes. Example j of stream batch k sits at stream position k*b + j, and its crop is drawn
+and builds the batch with the seeded random crop/flip of image and points
+(`TrainTransform.map_batch`: each image resized straight into the batch array, the points and
+labels of all rows moved in one numpy pass) -> read threads or worker processes. Example j of stream batch k sits at stream position k*b + j, and its crop is drawn
 from a generator seeded by (seed, position) alone (`element_rng`), so it is the same whatever
 the number of threads, workers or processes. The global stream, cut into global batches of
 B = P * b examples, is the same whatever the number of processes P; process p takes rows
@@ -18,7 +19,9 @@ Why one map per batch rather than Grain's per-element `source -> random_map -> b
 runs its stage bookkeeping (timing, byte-size estimates and read metrics of every record) for
 every element, in Python, under the GIL that the read threads share. Per batch,
 the same reads and transforms ran 1.09x as fast on one core and 1.04x on two (medians of 5
-alternating rounds; BENCHMARKS.md, Input pipeline, 2026-11-30 sixth run).
+alternating rounds; BENCHMARKS.md, Input pipeline, 2026-11-30 sixth run). Building the batch in
+place and moving the points of all its rows at once (`map_batch`) added 1.08x on one core and
+on two (7 rounds; seventh run).
 
 Eval: indices padded up to a whole number of global batches, so every process runs the same
 number of steps; padding examples carry `_mask = False` and each real example counts once. Its
