@@ -4,9 +4,10 @@ Train: record indices -> global shuffle -> repeat -> per-process batches of indi
 process's share of them -> one Grain map per batch (`ReadAndTransform`) that reads each record
 and builds the batch with the seeded random crop/flip of image and points
 (`TrainTransform.map_batch`: each image resized straight into the batch array, the points and
-labels of all rows moved in one numpy pass) -> read threads or worker processes. Example j of stream batch k sits at stream position k*b + j, and its crop is drawn
-from a generator seeded by (seed, position) alone (`element_rng`), so it is the same whatever
-the number of threads, workers or processes. The global stream, cut into global batches of
+labels of all rows moved in one numpy pass) -> read threads or worker processes. Example j of
+stream batch k sits at stream position k*b + j, and its crop is drawn from a generator seeded
+by (seed, position) alone (`element_rng`), so it is the same whatever the number of threads,
+workers or processes. The global stream, cut into global batches of
 B = P * b examples, is the same whatever the number of processes P; process p takes rows
 [p*b, (p+1)*b) of every global batch, i.e. every P-th batch of b examples starting at the p-th.
 The datasets are lazy (Grain `MapDataset`), so a process reads and decodes only its own
