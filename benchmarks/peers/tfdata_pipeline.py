@@ -9,6 +9,8 @@ and builds, per setting `VARIANT:CORES`:
   -> crop -> resize to 224 -> random flip -> [-1, 1];
 - `fused`: the same box from `extract_jpeg_shape`, then `decode_and_crop_jpeg` (decodes only the
   box; what big_vision's `decode_jpeg_and_inception_crop` does) -> resize -> flip -> [-1, 1];
+Both decode with TensorFlow's default `dct_method`, libjpeg's fast integer IDCT (JDCT_IFAST;
+ours uses the accurate one, BENCHMARKS.md, Input pipeline, seventh run);
 batched (`--batch_size`), `num_parallel_calls` = CORES, tf.data's private thread pool of CORES
 threads, intra-op parallelism 1, and this process pinned to CORES cores. Resize: bilinear without
 antialiasing by default (tf.image.resize's and big_vision's default, and ours: OpenCV's
