@@ -84,19 +84,33 @@ def measure_grain(source, setting: str, args) -> dict:
           "images_per_s": stats.rate(args.batches * args.batch_size)}
 
 
-def measure_loop(source, args) -> dict:
+def _warm_batch_transform(source, args):
+  """k -> `TrainTransform.map_batch` of batch k of records already read (warm in the caches).
+
+  Records 0, 1, ... of `source`, --batches x --batch_size of them at most, cycled; one
+  generator for every row.
+  """
   from luab_jax.pp import transforms
-  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
   b = args.batch_size
-  n = args.batches * b
-  records = [source[i] for i in range(min(len(source), n))]
+  records = [source[i] for i in range(min(len(source), args.batches * b))]
   transform = transforms.TrainTransform(image_size=args.image_size)
   rng = np.random.default_rng(0)
 
+  def transform_batch(k):
+    return transform.map_batch([records[(k * b + j) % len(records)] for j in range(b)],
+                               itertools.repeat(rng, b))
+
+  return transform_batch
+
+
+def measure_loop(source, args) -> dict:
+  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
+  n = args.batches * args.batch_size
+  transform_batch = _warm_batch_transform(source, args)
+
   def run():
     for k in range(args.batches):
-      transform.map_batch([records[(k * b + j) % len(records)] for j in range(b)],
-                          itertools.repeat(rng, b))
+      transform_batch(k)
 
   stats = timing.repeat(run, warmup=1, repeats=args.repeats)
   return {"cores": 1, "images_per_s": stats.rate(n)}
@@ -116,8 +130,7 @@ def measure_stages(source, whole_records, args) -> list[dict]:
   os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:1]))
   transform = transforms.TrainTransform(image_size=args.image_size)
   n, size = args.batches * args.batch_size, len(source)
-  records = [source[i] for i in range(min(size, n))]
-  rng = np.random.default_rng(0)
+  transform_batch = _warm_batch_transform(source, args)
   order = grain.MapDataset.range(size).shuffle(seed=0).repeat(None)
   config = _input_config(args.image_size, 0, 0, 0)
   batches = input_pipeline.train_batches(source, config, per_process_batch_size=args.batch_size,
@@ -127,10 +140,6 @@ def measure_stages(source, whole_records, args) -> list[dict]:
   per_batch = args.batch_size
   # The order and generators of train_batches(seed=0): shuffle seed 0, element_rng seed 1.
   read_and_transform = input_pipeline.ReadAndTransform(source, transform, per_batch, 1)
-
-  def transform_batch(k):
-    return transform.map_batch([records[(k * per_batch + j) % len(records)]
-                                for j in range(per_batch)], itertools.repeat(rng, per_batch))
 
   stages = {
       "transform alone (map_batch)": (transform_batch, per_batch),

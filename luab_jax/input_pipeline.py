@@ -134,7 +134,7 @@ def element_rng(seed: int, position: int) -> np.random.Generator:
 
 @dataclasses.dataclass(frozen=True)
 class ReadAndTransform(grain.transforms.MapWithIndex):
-  """Stream batch k of record indices -> the batch of examples (numpy dict, leaves stacked).
+  """Stream batch k of record indices -> the batch of examples (a dict of numpy batch arrays).
 
   Reads each record from `source` and applies `transform.map_batch`, row j drawing its crop
   from `element_rng(seed, k * batch_size + j)`.

@@ -135,7 +135,7 @@ class TrainTransform(grain.transforms.RandomMap):
   then the points and labels of all records in single numpy passes; `random_map` is the batch
   of one record.
   """
-  # Every record key `random_map` can read (datasets.get_source(features=...) decodes no other).
+  # Every record key `map_batch` can read (datasets.get_source(features=...) decodes no other).
   RECORD_KEYS: ClassVar[tuple[str, ...]] = ("image", "label", "labels", "point", "has_point",
                                             "points", "has_points", "file_name")
   image_size: int
@@ -255,8 +255,9 @@ class EvalTransform(grain.transforms.Map):
     crop = image_ops.load_box(image, box, name=name,
                               scale=image_ops.draft_scale(box, self.image_size))
     pixels = image_ops.resize(crop, self.image_size, method=self.resize_method)
-    points, valid, _ = (value[0] for value in _points_and_validity([record], self.num_points))
-    targets, weights = geometry.points_into_crop(points, valid, box, (height, width), flip=False)
+    points, valid, _ = _points_and_validity([record], self.num_points)
+    targets, weights = geometry.points_into_crop(points[0], valid[0], box, (height, width),
+                                                 flip=False)
     example = {
         "image": pixels,
         # Evaluation keeps every ground-truth label: the crop rule is a training augmentation.
