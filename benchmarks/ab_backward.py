@@ -7,10 +7,13 @@ formulas, and the variants are timed in alternating rounds (shared-machine noise
 On a GPU (bfloat16, cuDNN attention, ten steps per timed call):
 
     python -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 --attention cudnn \
-        --variants all,base,-gelu --rounds 4 --steps_per_round 10
+        --variants all,-pos,-gpu,-pos-gpu --rounds 4 --steps_per_round 10
 
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
-(`LayerNorm`), gelu (`gelu`), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the
+(`LayerNorm`), gelu (`gelu`), pos (`add_position_embedding`: the position embedding's gradient
+as a matmul; plain: a reduction over the batch), gpu (`_autodiff_norms_and_biases`: GPU
+programs keep autodiff's LayerNorm and bias gradients; plain: no exception, the hand-written ones
+as on CPU, so `-pos-gpu` is the GPU program before that change), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the
 einsum form other platforms get), split (the attention of `CPU_ATTENTION_GROUPS` slices of the
 batch as independent operations on one CPU device; plain: one batched attention). proj and
 split are levers of the written-out attention (`--attention xla`); with `cpu_fused`, split does
@@ -46,6 +49,8 @@ PLAIN = {
     "bias": (vit, "add_bias", lambda x, b: x + b),
     "ln": (vit.LayerNorm, "__call__", nnx.LayerNorm.__call__),
     "gelu": (vit, "gelu", functools.partial(jax.nn.gelu, approximate=False)),
+    "pos": (vit, "add_position_embedding", lambda x, pos: x + pos),
+    "gpu": (vit, "_autodiff_norms_and_biases", lambda: False),
     "proj": (vit, "_for_cpu", lambda: False),
     "split": (vit, "CPU_ATTENTION_GROUPS", 1),
 }

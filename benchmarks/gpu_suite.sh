@@ -8,22 +8,25 @@
 # (then DATA_DIR=W/tfds; preparing needs TensorFlow, reading it does not).
 # Each part writes its JSON lines to OUT_DIR/<part>.jsonl and its output to OUT_DIR/parts.log, and
 # runs under its own time limit, so one failing part does not stop the others. In priority order:
-#   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16: cuDNN attention and the written-out
-#               attention, each with lam 4 and 0; MFU against the measured bf16 matmul peak and
-#               the datasheet's dense bf16 peak (989 TFLOP/s, H100/H200 SXM).
+#   levers      A/B in one process (benchmarks.ab_backward) of the GPU program's gradients:
+#               as committed (all), the position embedding's gradient as a reduction (-pos),
+#               LayerNorm and biases with the hand-written CPU gradients (-gpu), and both, the
+#               program measured on 2026-11-29 (-pos-gpu); B/16 @ 224, batch 256, bfloat16,
+#               cuDNN attention. benchmarks.gpu_hlo predicts 53.7 / 59.8 / 56.8 / 60.8 ms floors.
+#   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16, cuDNN attention, lam 4 and 0; MFU
+#               against the measured bf16 matmul peak and the datasheet's dense bf16 peak
+#               (989 TFLOP/s, H100/H200 SXM).
 #   timm        the peer: timm's ViT-B/16, same batch, bfloat16 autocast, fused attention
 #               (benchmarks.peers.timm_step; needs torch and timm, which GPU images usually have).
 #   stall       the trainer's loop with the real Grain pipeline vs synthetic batches (B/16 config,
-#               batch 256, the attention that was faster in train_b16, the config's Grain
-#               settings: 16 workers).
+#               batch 256, cuDNN attention, the config's Grain settings: 16 workers).
+# Then a summary: ours / timm, MFU, the stall. At most 9.5 minutes by the limits (train_b16,
+# stall and input ran in about 7 on one H200 with 16 cores on 2026-11-30, with the written-out
+# attention in train_b16 too). Parts run only when named in PARTS (e.g. PARTS="input batch512"
+# bash ...; the default PARTS is the four above):
 #   input       the input pipeline alone at 1 core, half and all cores (224 px, batch 128).
-# Then a summary: ours / timm, MFU, the stall. The four parts ran in about 7 minutes on one H200
-# with 16 cores (2026-11-30, without timm, which was added after; at most 9 by the limits).
-# Levers, run only when named in PARTS (e.g. PARTS="levers batch512" bash ...; the default PARTS
-# is the four parts above):
+#   xla         B/16 @ 224, batch 256, the written-out attention (`--attention xla`), lam 4.
 #   train_small ViT-S/16 and ViT-Ti/16 @ 224 px, bfloat16, cuDNN attention.
-#   levers      A/B in one process of vit.py's hand-written backward passes vs the plain formulas
-#               (benchmarks.ab_backward) for B/16 @ 224, batch 256, bfloat16, cuDNN attention.
 #   batch512    B/16 @ 224 with batch 512.
 #   cublas      B/16 @ 224, batch 256, with XLA's Triton GEMMs off (cuBLAS for every matmul).
 set -uo pipefail
@@ -34,7 +37,7 @@ mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
 CORES=$(nproc)
 HALF=$((CORES / 2))
-PARTS=" ${PARTS:-train_b16 timm stall input} "
+PARTS=" ${PARTS:-levers train_b16 timm stall} "
 B16=(--dtype bfloat16 --steps_per_call 10 --warmup 2 --repeats 10 --datasheet_gflops 989000)
 
 part() {  # part NAME SECONDS COMMAND...: runs it if NAME is in PARTS.
@@ -54,34 +57,29 @@ part() {  # part NAME SECONDS COMMAND...: runs it if NAME is in PARTS.
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
 
-part train_b16 200 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 \
-  --attention cudnn,xla --lams 4,0 "${B16[@]}"
+part levers 200 "$PYTHON" -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 \
+  --attention cudnn --variants all,-pos,-gpu,-pos-gpu --rounds 4 --steps_per_round 10
+
+part train_b16 110 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 \
+  --attention cudnn --lams 4,0 "${B16[@]}"
 
 part timm 120 "$PYTHON" -m benchmarks.peers.timm_step --cases B/16@224:256 --device cuda \
   --dtype bfloat16 --steps_per_call 10 --warmup 2 --repeats 10
 
-# The faster attention of train_b16 at lam 4 (cudnn if train_b16 did not run).
-ATTENTION=$("$PYTHON" -c '
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-rows = [r for r in rows if r.get("kind") == "result" and r["lam"] == 4]
-print(max(rows, key=lambda r: r["images_per_s"]["median"])["attention"] if rows else "cudnn")
-' "$OUT_DIR/train_b16.jsonl" 2>/dev/null || echo cudnn)
-
 part stall 130 "$PYTHON" -m benchmarks.end_to_end \
   --config configs/vit_b16_imagenet_ab.py:batch_size=256 --config.dataset=imagenet_ab/fixture \
-  --config.train_split=train --config.num_classes=3 --config.model.attention=$ATTENTION \
+  --config.train_split=train --config.num_classes=3 --config.model.attention=cudnn \
   --data_dir "$DATA_DIR" --steps 40 --warmup 5 --rounds 3
 
 part input 80 "$PYTHON" -m benchmarks.input_pipeline --workdir "$(dirname "$DATA_DIR")" \
   --num_images 256 --batch_size 128 --batches 16 --repeats 3 \
   --settings "loop,1:0:1:2,$HALF:$HALF:1:2,$CORES:$CORES:1:2,$CORES:0:$CORES:$((2 * CORES))"
 
+part xla 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 --attention xla \
+  --lams 4 "${B16[@]}"
+
 part train_small 90 "$PYTHON" -m benchmarks.train_step --cases S/16@224:256,Ti/16@224:256 \
   --attention cudnn --lams 4 "${B16[@]}"
-
-part levers 150 "$PYTHON" -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 \
-  --attention cudnn --variants all,base,-gelu --rounds 4 --steps_per_round 10
 
 part batch512 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:512 --attention cudnn \
   --lams 4 "${B16[@]}"
@@ -106,6 +104,11 @@ for r in ours:
         + (f'  ours/timm {ratio[0]:.2f}' if ratio else ""))
 for t in timm:
   print(f'{t["case"]:14s} timm  {t["images_per_s"]["median"]:8.0f} images/s')
+for r in rows:  # The levers' A/B (benchmarks.ab_backward).
+  if r.get("kind") == "result" and "variant" in r:
+    print(f'{r["case"]:14s} {r["variant"]:10s} {1e3 * r["step_s"]["median"]:6.1f} ms '
+          f'({1e3 * r["step_s"]["min"]:.1f}-{1e3 * r["step_s"]["max"]:.1f})  '
+          f'{r["images_per_s"]:8.0f} images/s')
 for r in rows:
   if r.get("kind") == "summary" and r.get("bench") == "end_to_end":
     print(f'input stall: median {100 * r["median_stall"]:.2f} % over {r["rounds"]} rounds')

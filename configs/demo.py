@@ -15,9 +15,10 @@ image_size, dataset, eval_every (run the evaluators every N steps too; 0: only a
 runlocal (a seconds-long smoke run on the `tiny` dataset config).
 
 Expected runtime: about 3-3.5 minutes per model on 2 CPU cores (ViT-mu/8, 64 px, 800 steps of
-batch 64, i.e. 2.6 epochs, plus ~15 s of evaluation on 7,000 images; 177 s and 175 s
+batch 64, i.e. 2.6 epochs, plus ~15 s of evaluation on 7,000 images; 177 s and 171 s
 measured on 2026-11-30 through launch/env.sh, whose GLIBC_TUNABLES gives XLA:CPU's temporaries
-huge pages; 176 s and 183 s before the input pipeline built its batches in place, 188 s and
+huge pages; 177 s and 175 s before the position embedding's gradient became a matmul, 176 s
+and 183 s before the input pipeline built its batches in place, 188 s and
 191 s before its one map per batch, 203 s and 202 s before the tunable as well). Expected result: see the README's demo table; measured numbers are quoted there
 and in the closing note of the issue that introduced the demo. LUAB should lower the BG-gap
 (mixed_same - mixed_rand) and raise only_fg / mixed_rand / worst-group accuracy; the size of the

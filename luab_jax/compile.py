@@ -142,17 +142,9 @@ def abstract_batch(config, sharding):
           for k, (shape, dtype) in shapes.items()}
 
 
-def compile_report(config, topology: str) -> Report:
-  """Lowers and compiles train_step.py's step for `topology`; see the module docstring."""
-  config_schema.check_known_keys(config)
-  generation = chip(topology)
-  devices = topology_devices(topology)
-  mesh = sharding_lib.make_mesh(config.mesh, devices)
-  shards = sharding_lib.check_batch_size(config.batch_size, mesh)  # Fails on divisibility.
-  del shards
-  per_device = config.batch_size // (mesh.size // mesh.shape[sharding_lib.MODEL_AXIS])
-  train_step_lib.check_config(config, per_device)
-
+def lower_train_step(config, mesh):
+  """train_step.py's step for `config` on `mesh` (devices of any topology), lowered on abstract
+  inputs: the state's and the batch's shapes with their shardings; nothing is allocated."""
   spec = train_state_lib.model_spec(config, mesh)
   tx, schedule = optim.make_optimizer(config.optax, config.get("total_steps") or 1000,
                                       config.get("warmup_steps") or 0)
@@ -164,7 +156,20 @@ def compile_report(config, topology: str) -> Report:
   batch_sharding = sharding_lib.batch_sharding(mesh)
   step = train_step_lib.jit_train_step(train_step_lib.make_train_step(config, spec, tx, schedule),
                                        shardings, batch_sharding, mesh)
-  compiled = step.lower(state, abstract_batch(config, batch_sharding)).compile()
+  return step.lower(state, abstract_batch(config, batch_sharding))
+
+
+def compile_report(config, topology: str) -> Report:
+  """Lowers and compiles train_step.py's step for `topology`; see the module docstring."""
+  config_schema.check_known_keys(config)
+  generation = chip(topology)
+  devices = topology_devices(topology)
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
+  shards = sharding_lib.check_batch_size(config.batch_size, mesh)  # Fails on divisibility.
+  del shards
+  per_device = config.batch_size // (mesh.size // mesh.shape[sharding_lib.MODEL_AXIS])
+  train_step_lib.check_config(config, per_device)
+  compiled = lower_train_step(config, mesh).compile()
 
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()

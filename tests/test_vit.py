@@ -388,6 +388,35 @@ def test_add_bias_and_dense_are_the_plain_formulas():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_add_position_embedding_is_the_plain_sum(dtype):
+  """The position embedding's gradient as a matmul over the batch is autodiff's sum."""
+  x = jax.random.normal(jax.random.key(0), (3, 5, 8)).astype(dtype)
+  pos = jax.random.normal(jax.random.key(1), (1, 5, 8)).astype(dtype)
+  got = _loss_and_grads(vit.add_position_embedding, x, pos)
+  want = _loss_and_grads(lambda x, pos: x + pos, x, pos)
+  tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=tolerance,
+                               atol=tolerance)
+
+
+@pytest.mark.parametrize("platform, hand_written", [("cpu", True), ("tpu", True),
+                                                     ("gpu", False)])
+def test_layer_norm_and_bias_gradients_by_platform(monkeypatch, platform, hand_written):
+  """GPU programs differentiate LayerNorm and bias additions with autodiff; CPU and TPU
+  programs with the hand-written passes, whose parameter gradients are matmuls (`column_sum`)
+  where autodiff's are reductions."""
+  monkeypatch.setattr(vit, "_platform", lambda: platform)
+  norm = vit.LayerNorm(8, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (2, 3, 8))
+  bias = jnp.ones(8)
+  for fn in (lambda x: vit.add_bias(x, bias), norm):
+    traced = str(jax.make_jaxpr(jax.grad(lambda x: fn(x).sum()))(x))
+    assert ("dot_general" in traced) == hand_written, traced
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_layer_norm_is_flax_layer_norm(dtype):
   """Same parameters, same values, same gradients as nnx.LayerNorm (scale and bias not 1/0)."""
   ours = vit.LayerNorm(16, dtype=dtype, rngs=nnx.Rngs(0))
@@ -451,6 +480,7 @@ def test_model_gradients_are_those_of_the_plain_formulation(monkeypatch):
   images = _images(batch=3)
   got_loss, got_out, got = _model_loss_and_grads(model, images)
   monkeypatch.setattr(vit, "add_bias", lambda x, b: x + b)
+  monkeypatch.setattr(vit, "add_position_embedding", lambda x, pos: x + pos)
   monkeypatch.setattr(vit, "gelu", lambda x: jax.nn.gelu(x, approximate=False))
   monkeypatch.setattr(vit.LayerNorm, "__call__", nnx.LayerNorm.__call__)
   monkeypatch.setattr(vit, "dense", lambda x, kernel, bias: x @ kernel + bias)
@@ -461,13 +491,15 @@ def test_model_gradients_are_those_of_the_plain_formulation(monkeypatch):
   _assert_same_grads(got, want)
 
 
-def test_projections_for_other_platforms_compute_the_same(monkeypatch):
-  """`_project`'s einsum form (used for GPU and TPU programs) equals the CPU form, gradients
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_programs_for_other_platforms_compute_the_same(monkeypatch, platform):
+  """What GPU and TPU programs trace differently (`_project`'s einsum form; on GPU, LayerNorm
+  and the bias additions with autodiff's gradients) equals the CPU program, gradients
   included."""
   model = _model(head_zero_init=False)
   images = _images(batch=2)
   cpu_loss, _, cpu_grads = _model_loss_and_grads(model, images)
-  monkeypatch.setattr(vit, "_for_cpu", lambda: False)
+  monkeypatch.setattr(vit, "_platform", lambda: platform)
   other_loss, _, other_grads = _model_loss_and_grads(model, images)
   np.testing.assert_allclose(other_loss, cpu_loss, rtol=1e-5)
   _assert_same_grads(other_grads, cpu_grads)

@@ -204,15 +204,22 @@ def to_input_range(images, dtype):
   return images.astype(dtype)
 
 
-# --- Building blocks with hand-written gradients for XLA:CPU ------------------------------------
+# --- Building blocks with hand-written gradients ------------------------------------------------
 # Each computes exactly the forward of the plain formulation (tests/test_vit.py checks values
-# and gradients against it); only the backward pass is written differently, because XLA:CPU
-# turns every reduction over tokens (a bias or LayerNorm parameter gradient: a column sum over
-# B * N rows) into a reduce-window + reduce pair that ran at ~1 GB/s (7 ms for one [6272, 768]
-# fc1 bias gradient), where the same sum as a matmul with a ones vector takes 0.4 ms (oneDNN).
-# They are used on every platform: an ahead-of-time TPU compile of ViT-B/16 needs no more memory
-# with them than with the plain formulas (BENCHMARKS.md, TPU); GPU and TPU step times with
-# them are not measured.
+# and gradients against it); only the backward pass is written differently. Which ones a program
+# uses depends on the platform it is for (`_platform`):
+# - CPU: all of them. XLA:CPU turns every reduction over tokens (a bias or LayerNorm parameter
+#   gradient: a column sum over B * N rows) into a reduce-window + reduce pair that ran at
+#   ~1 GB/s (7 ms for one [6272, 768] fc1 bias gradient), where the same sum as a matmul with a
+#   ones vector takes 0.4 ms (oneDNN). (`add_position_embedding`, there for GPUs, makes no
+#   measurable difference on CPU.)
+# - TPU: all of them; an ahead-of-time TPU compile of ViT-B/16 needs no more memory with them
+#   than with the plain formulas (BENCHMARKS.md, TPU). Step times not measured.
+# - GPU: `gelu` and `add_position_embedding` only. LayerNorm and the bias additions keep
+#   autodiff's gradients (`_autodiff_norms_and_biases`), which XLA:GPU fuses into kernels that
+#   move fewer bytes: 124 GB per ViT-B/16 step at batch 256 against 138 GB with the hand-written
+#   ones, where autodiff's GELU would move 135 (the step compiled for an H200 without one,
+#   `benchmarks/gpu_hlo.py`; BENCHMARKS.md, GPU; step times not yet measured).
 
 
 def _platform() -> str:
@@ -230,6 +237,12 @@ def _for_cpu() -> bool:
   return _platform() == "cpu"
 
 
+def _autodiff_norms_and_biases() -> bool:
+  """Whether LayerNorm and bias additions use autodiff's gradients instead of the hand-written
+  ones: for GPU programs (section comment above)."""
+  return _platform() == "gpu"
+
+
 def column_sum(x):
   """Sum of [..., F] over all leading axes, as ones[1, rows] @ x[rows, F]."""
   rows = x.reshape(-1, x.shape[-1])
@@ -237,9 +250,15 @@ def column_sum(x):
   return jnp.dot(ones, rows, preferred_element_type=jnp.float32)[0].astype(x.dtype)
 
 
-@jax.custom_vjp
 def add_bias(x, bias):
-  """x [..., F] + bias [F]; the bias gradient is a `column_sum`."""
+  """x [..., F] + bias [F]; the bias gradient a `column_sum`, except in GPU programs."""
+  if _autodiff_norms_and_biases():
+    return x + bias
+  return _add_bias_column_sum(x, bias)
+
+
+@jax.custom_vjp
+def _add_bias_column_sum(x, bias):
   return x + bias
 
 
@@ -251,7 +270,33 @@ def _add_bias_bwd(_, g):
   return g, column_sum(g)
 
 
-add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+_add_bias_column_sum.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+@jax.custom_vjp
+def add_position_embedding(x, pos):
+  """x [B, N, D] + pos [1, N, D], the gradient of `pos` a matmul ones[1, B] @ g[B, N * D].
+
+  As a reduction over the batch, XLA:GPU lays that gradient's operand out batch-minor, and
+  with it the residual stream, which it then transposes back around every LayerNorm: 125
+  transpose kernels moving 31 GB per ViT-B/16 step at batch 256 (compiled for an H200 without
+  one, `benchmarks/gpu_hlo.py`; BENCHMARKS.md, GPU). As a matmul it leaves the layout alone.
+  """
+  return x + pos
+
+
+def _add_position_embedding_fwd(x, pos):
+  return x + pos, None
+
+
+def _add_position_embedding_bwd(_, g):
+  batch = g.shape[0]
+  ones = jnp.ones((1, batch), g.dtype)
+  summed = jnp.dot(ones, g.reshape(batch, -1), preferred_element_type=jnp.float32)
+  return g, summed.reshape(1, *g.shape[1:]).astype(g.dtype)
+
+
+add_position_embedding.defvjp(_add_position_embedding_fwd, _add_position_embedding_bwd)
 
 
 def dense(x, kernel, bias):
@@ -306,9 +351,12 @@ layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
 class LayerNorm(nnx.LayerNorm):
-  """nnx.LayerNorm (same parameters, same function) computed by `layer_norm`."""
+  """nnx.LayerNorm (same parameters, same function) computed by `layer_norm`, except in GPU
+  programs (`_autodiff_norms_and_biases`)."""
 
   def __call__(self, x):
+    if _autodiff_norms_and_biases():
+      return super().__call__(x)
     x, scale, bias = self.promote_dtype((x, self.scale[...], self.bias[...]), dtype=self.dtype)
     return layer_norm(x, scale, bias, self.epsilon)
 
@@ -658,7 +706,8 @@ class ViT(nnx.Module):
     if self.pool_type == "tok":
       cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (batch, 1, self.width))
       x = jnp.concatenate([cls, x], axis=1)
-    x = constrain(x + self.pos_embedding[...].astype(x.dtype), ("batch", "length", "embed"))
+    x = constrain(add_position_embedding(x, self.pos_embedding[...].astype(x.dtype)),
+                  ("batch", "length", "embed"))
     x = self.encoder(x)
 
     if self.pool_type == "tok":

@@ -1,0 +1,214 @@
+"""The train step compiled for a GPU we do not have, and a floor on its time from its kernels.
+
+    python -m benchmarks.gpu_hlo --cases B/16@224:256 --attention cudnn \
+        --variants all,-pos,-gpu,-pos-gpu
+
+Needs JAX's CUDA plugin but no GPU (nor driver): a venv with requirements-gpu.txt, e.g.
+`LUAB_VENV=.venv-gpu LUAB_REQUIREMENTS="requirements.txt requirements-gpu.txt" source
+launch/env.sh`. The device is described by `TARGETS` (an H200 by default), the train step of
+`benchmarks/train_step.py`'s cases (demo recipe, 1000 classes, `--dtype` compute) is lowered on
+abstract inputs (`luab_jax.compile.lower_train_step`) and XLA:GPU compiles it as it would on
+that GPU, except for autotuning, which needs the device (GEMM tilings are XLA's defaults).
+Variants are `benchmarks/ab_backward.py`'s (its hand-written backward passes replaced by the
+plain formulas).
+
+From the optimized program (`compiled.as_text()`), each kernel of the entry computation (a
+fusion, a library call, a copy) with the bytes it reads and writes (its operands and results,
+each once) and its FLOPs (the dots it contains; cuDNN attention 4 B H N^2 K forward, 10 B H N^2 K
+backward, which recomputes the logits). Its floor is max(bytes / `--bandwidth_gbps`, FLOPs /
+`--matmul_tflops`); the step's floor is their sum (no two kernels overlap, none faster than its
+roofline). A model, not a measurement: BENCHMARKS.md (GPU) compares it with step times measured
+on an H200. Loop bodies (`model.scan_layers`) are counted once.
+"""
+
+import argparse
+import collections
+import dataclasses
+import math
+import os
+import re
+import time
+
+import jax
+
+from benchmarks import ab_backward
+from benchmarks import timing
+from benchmarks import train_step as train_step_bench
+from luab_jax import compile as compile_lib
+from luab_jax import flops as flops_lib
+from luab_jax import sharding as sharding_lib
+
+# XLA's GpuTargetConfig (text proto) of an H200 SXM: Hopper (compute capability 9.0), 132
+# multiprocessors, 1.98 GHz, 50 MB of L2 as XLA counts it, 4.8 TB/s, 141 GB; the cuDNN and CUDA
+# versions of JAX's CUDA 13 wheels. H100 SXM: the same chip with 80 GB at 3.35 TB/s.
+_HOPPER = """
+gpu_device_info {{
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132
+  fpus_per_core: 128 block_dim_limit_x: 2147483647 block_dim_limit_y: 65535
+  block_dim_limit_z: 65535 memory_bandwidth: {bandwidth} l2_cache_size: 52428800
+  clock_rate_ghz: 1.98 device_memory_size: {memory} shared_memory_per_block_optin: 232448
+  cuda_compute_capability {{ major: 9 minor: 0 }}
+  registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 28 }}
+runtime_version {{ major: 13 minor: 0 }}
+device_description_str: "{name}"
+"""
+TARGETS = {
+    "h200": _HOPPER.format(bandwidth=4_800_000_000_000, memory=150_119_497_728,
+                           name="NVIDIA H200"),
+    "h100": _HOPPER.format(bandwidth=3_352_320_000_000, memory=84_929_347_584,
+                           name="NVIDIA H100 80GB HBM3"),
+}
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "bf16": 2, "f16": 2,
+                "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
+_COMPUTATION = re.compile(r"^(ENTRY )?%([\w.\-]+) .*\{$")
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%([\w.\-]+) = (.*?) ([a-z][a-z\-]*)\((.*?)\)(, .*)?$")
+# Instructions that launch nothing: they name or regroup buffers.
+_NOT_KERNELS = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
+
+
+@dataclasses.dataclass
+class Kernel:
+  name: str
+  kind: str      # The name without its number (e.g. `loop_add_fusion`) or the library call.
+  bytes: int
+  flops: int
+
+
+def _dims(array_text: str) -> list[int]:
+  return [int(d) for d in _ARRAY.search(array_text).group(2).split(",") if d]
+
+
+def _array_bytes(shape_text: str) -> int:
+  """Bytes of every array in an HLO shape (tuples included)."""
+  return sum(_DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+             for dtype, dims in _ARRAY.findall(shape_text))
+
+
+def kernels(hlo_text: str) -> list[Kernel]:
+  """The kernels of an optimized HLO module's entry computation (module docstring)."""
+  computations, entry, current = {}, None, None
+  for line in hlo_text.splitlines():
+    match = _COMPUTATION.match(line)
+    if match:
+      current = match.group(2)
+      computations[current] = []
+      entry = current if match.group(1) else entry
+    elif current and (match := _INSTRUCTION.match(line)):
+      computations[current].append(match.groups())
+  if entry is None:
+    raise ValueError("No ENTRY computation in the HLO text.")
+  shapes = {name: shape for body in computations.values() for name, shape, *_ in body}
+
+  def flops(name, shape, op, operands, attributes):
+    attributes = attributes or ""
+    if op == "dot":
+      lhs = shapes[re.findall(r"%([\w.\-]+)", operands)[0]]
+      contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", attributes).group(1)
+      depth = math.prod(_dims(lhs)[int(d)] for d in contracting.split(",") if d)
+      return 2 * math.prod(_dims(shape)) * depth
+    if op == "custom-call" and "__cudnn$fmha" in attributes:
+      batch, length, heads, head_dim = _dims(shapes[re.findall(r"%([\w.\-]+)", operands)[0]])
+      forward = 4 * batch * heads * length * length * head_dim
+      return forward * 10 // 4 if "Backward" in attributes else forward
+    called = re.search(r"calls=%([\w.\-]+)", attributes)
+    return sum(flops(*inner) for inner in computations[called.group(1)]) if called else 0
+
+  found = []
+  for name, shape, op, operands, attributes in computations[entry]:
+    if op in _NOT_KERNELS:
+      continue
+    moved = _array_bytes(shape) + sum(_array_bytes(shapes.get(operand, ""))
+                                      for operand in re.findall(r"%([\w.\-]+)", operands))
+    kind = re.sub(r"[._0-9]*$", "", name)
+    target = re.search(r'custom_call_target="([^"]*)"', attributes or "")
+    if target:
+      kind = target.group(1)
+    found.append(Kernel(name, kind, moved,
+                        flops(name, shape, op, operands, attributes)))
+  return found
+
+
+def floor_ms(kernel: Kernel, bandwidth: float, matmul_rate: float) -> float:
+  return 1e3 * max(kernel.bytes / bandwidth, kernel.flops / matmul_rate)
+
+
+def compile_case(config, target: str, levers):
+  """The optimized HLO text of the train step for `config` on one GPU of `target`."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  devices = topologies.get_topology_desc(platform="cuda", target_config=TARGETS[target],
+                                         topology="1x1x1").devices
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
+  with ab_backward.plain(levers):  # The model is traced inside `lower`.
+    lowered = compile_lib.lower_train_step(config, mesh)
+  return lowered.compile().as_text()
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--cases", default="B/16@224:256", help="VARIANT@SIZE:BATCH,...")
+  parser.add_argument("--attention", default="cudnn", help="comma-separated")
+  parser.add_argument("--variants", default="all",
+                      help="benchmarks/ab_backward.py's variants, comma-separated")
+  parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+  parser.add_argument("--target", default="h200", choices=sorted(TARGETS))
+  # What the H200 lent on 2026-11-04 and 2026-11-29 measured (device tool's KINDS.md,
+  # BENCHMARKS.md GPU): a device-to-device copy 4.3 TB/s; ViT-B/16's MLP matmuls at batch
+  # 256 670-713 TFLOP/s in bfloat16.
+  parser.add_argument("--bandwidth_gbps", type=float, default=4300)
+  parser.add_argument("--matmul_tflops", type=float, default=700)
+  parser.add_argument("--top", type=int, default=12, help="kernel kinds listed per program")
+  parser.add_argument("--hlo_dir", default=None, help="also write each program's HLO here")
+  parser.add_argument("--out", default=None, help="append every JSON line here")
+  args = parser.parse_args()
+  # A CPU host: JAX runs on the CPU and the CUDA plugin only compiles (on this platform list
+  # the plugin also skips its check of the CUDA libraries against a driver this host lacks).
+  jax.config.update("jax_platforms", "cpu")
+  bandwidth, matmul_rate = args.bandwidth_gbps * 1e9, args.matmul_tflops * 1e12
+  timing.emit({"kind": "header", "bench": "gpu_hlo", "target": args.target,
+               "bandwidth_gbps": args.bandwidth_gbps, "matmul_tflops": args.matmul_tflops,
+               **timing.machine("jax", "jaxlib", "jax-cuda13-plugin", "flax")}, args.out)
+  for case in args.cases.split(","):
+    variant_name, size, batch = timing.parse_case(case)
+    for attention in args.attention.split(","):
+      config = train_step_bench.case_config(variant_name, size, batch, 4.0, args.dtype,
+                                            attention)
+      for variant in args.variants.split(","):
+        started = time.perf_counter()
+        text = compile_case(config, args.target, ab_backward.plain_levers(variant))
+        seconds = time.perf_counter() - started
+        if args.hlo_dir:
+          os.makedirs(args.hlo_dir, exist_ok=True)
+          name = f"{case}_{attention}_{variant}".replace("/", "_").replace("@", "_")
+          with open(os.path.join(args.hlo_dir, name + ".hlo"), "w", encoding="utf-8") as f:
+            f.write(text)
+        found = kernels(text)
+        by_kind = collections.defaultdict(lambda: [0, 0, 0, 0.0])
+        for kernel in found:
+          row = by_kind[kernel.kind]
+          row[0] += 1
+          row[1] += kernel.bytes
+          row[2] += kernel.flops
+          row[3] += floor_ms(kernel, bandwidth, matmul_rate)
+        total_ms = sum(row[3] for row in by_kind.values())
+        kinds = sorted(by_kind.items(), key=lambda item: -item[1][3])
+        timing.emit({
+            "kind": "result", "case": case, "attention": attention, "variant": variant,
+            "plain": ab_backward.plain_levers(variant), "dtype": args.dtype,
+            "compile_s": round(seconds, 1), "kernels": len(found),
+            "gbytes": sum(k.bytes for k in found) / 1e9,
+            "matmul_tflop": sum(k.flops for k in found) / 1e12,
+            "analytic_tflop": flops_lib.train_step_flops(config) / 1e12,
+            "floor_ms": total_ms, "while_loops": text.count(" while("),
+            "by_kind": [{"kind": kind, "count": n, "gbytes": b / 1e9, "tflop": f / 1e12,
+                         "floor_ms": ms} for kind, (n, b, f, ms) in kinds[:args.top]],
+        }, args.out)
+
+
+if __name__ == "__main__":
+  main()
