@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu_hlo --cases B/16@224:256 --attention cudnn \
         --variants all,-pos,-gpu,-pos-gpu
+    python -m benchmarks.gpu_hlo --set model.scan_layers=True    # config overrides
 
 Needs JAX's CUDA plugin but no GPU (nor driver): a venv with requirements-gpu.txt, e.g.
 `LUAB_VENV=.venv-gpu LUAB_REQUIREMENTS="requirements.txt requirements-gpu.txt" source
@@ -18,16 +19,18 @@ each once) and its FLOPs (the dots it contains; cuDNN attention 4 B H N^2 K forw
 backward, which recomputes the logits). Its floor is max(bytes / `--bandwidth_gbps`, FLOPs /
 `--matmul_tflops`); the step's floor is their sum (no two kernels overlap, none faster than its
 roofline). A model, not a measurement: BENCHMARKS.md (GPU) compares it with step times measured
-on an H200. Loop bodies (`model.scan_layers`) are counted once.
+on an H200. A loop's kernels (`model.scan_layers`) count once per iteration.
 """
 
 import argparse
+import ast
 import collections
 import dataclasses
 import math
 import os
 import re
 import time
+import typing
 
 import jax
 
@@ -67,17 +70,20 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "bf16":
                 "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 _ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
 _COMPUTATION = re.compile(r"^(ENTRY )?%([\w.\-]+) .*\{$")
-_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%([\w.\-]+) = (.*?) ([a-z][a-z\-]*)\((.*?)\)(, .*)?$")
+_INSTRUCTION = re.compile(r"^\s+(ROOT )?%([\w.\-]+) = (.*?) ([a-z][a-z\-]*)\((.*?)\)(, .*)?$")
 # Instructions that launch nothing: they name or regroup buffers.
 _NOT_KERNELS = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
+# Inside a fusion: operations that touch only part of their first operand.
+_SLICES = ("slice", "dynamic-slice", "dynamic-update-slice")
 
 
 @dataclasses.dataclass
 class Kernel:
   name: str
   kind: str      # The name without its number (e.g. `loop_add_fusion`) or the library call.
-  bytes: int
+  bytes: int     # Per launch, as are the FLOPs.
   flops: int
+  launches: int = 1  # Per step: a loop body's kernels run once per iteration.
 
 
 def _dims(array_text: str) -> list[int]:
@@ -90,8 +96,17 @@ def _array_bytes(shape_text: str) -> int:
              for dtype, dims in _ARRAY.findall(shape_text))
 
 
-def kernels(hlo_text: str) -> list[Kernel]:
-  """The kernels of an optimized HLO module's entry computation (module docstring)."""
+class _Instruction(typing.NamedTuple):
+  root: bool
+  name: str
+  shape: str
+  op: str
+  operands: list[str]
+  attributes: str
+
+
+def _parse(hlo_text: str) -> tuple[dict, str]:
+  """({computation name: [instructions]}, the entry computation's name)."""
   computations, entry, current = {}, None, None
   for line in hlo_text.splitlines():
     match = _COMPUTATION.match(line)
@@ -100,42 +115,116 @@ def kernels(hlo_text: str) -> list[Kernel]:
       computations[current] = []
       entry = current if match.group(1) else entry
     elif current and (match := _INSTRUCTION.match(line)):
-      computations[current].append(match.groups())
+      root, name, shape, op, operands, attributes = match.groups()
+      computations[current].append(_Instruction(
+          bool(root), name, shape, op, re.findall(r"%([\w.\-]+)", operands), attributes or ""))
   if entry is None:
     raise ValueError("No ENTRY computation in the HLO text.")
-  shapes = {name: shape for body in computations.values() for name, shape, *_ in body}
+  return computations, entry
 
-  def flops(name, shape, op, operands, attributes):
-    attributes = attributes or ""
-    if op == "dot":
-      lhs = shapes[re.findall(r"%([\w.\-]+)", operands)[0]]
-      contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", attributes).group(1)
-      depth = math.prod(_dims(lhs)[int(d)] for d in contracting.split(",") if d)
-      return 2 * math.prod(_dims(shape)) * depth
-    if op == "custom-call" and "__cudnn$fmha" in attributes:
-      batch, length, heads, head_dim = _dims(shapes[re.findall(r"%([\w.\-]+)", operands)[0]])
+
+def kernels(hlo_text: str) -> list[Kernel]:
+  """The kernels of an optimized HLO module's entry computation (module docstring)."""
+  computations, entry = _parse(hlo_text)
+  by_name = {i.name: i for body in computations.values() for i in body}
+
+  def flops(instruction):
+    if instruction.op == "dot":
+      lhs = by_name[instruction.operands[0]].shape
+      contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", instruction.attributes)
+      depth = math.prod(_dims(lhs)[int(d)] for d in contracting.group(1).split(",") if d)
+      return 2 * math.prod(_dims(instruction.shape)) * depth
+    if instruction.op == "custom-call" and "__cudnn$fmha" in instruction.attributes:
+      batch, length, heads, head_dim = _dims(by_name[instruction.operands[0]].shape)
       forward = 4 * batch * heads * length * length * head_dim
-      return forward * 10 // 4 if "Backward" in attributes else forward
-    called = re.search(r"calls=%([\w.\-]+)", attributes)
-    return sum(flops(*inner) for inner in computations[called.group(1)]) if called else 0
+      return forward * 10 // 4 if "Backward" in instruction.attributes else forward
+    called = re.search(r"calls=%([\w.\-]+)", instruction.attributes)
+    return sum(map(flops, computations[called.group(1)])) if called else 0
+
+  def moved(instruction):
+    """Bytes read and written: each operand and result once; but a fusion that only slices an
+    operand reads the slices, and one that updates a slice of an operand in place (a scan's
+    stacked parameters and gradients) writes the update, not the whole array."""
+    called = re.search(r"calls=%([\w.\-]+)", instruction.attributes)
+    if instruction.op == "dynamic-update-slice":
+      return 2 * _array_bytes(by_name[instruction.operands[1]].shape)
+    if instruction.op in _SLICES:
+      return 2 * _array_bytes(instruction.shape)
+    if not called:
+      return _array_bytes(instruction.shape) + sum(
+          _array_bytes(by_name[name].shape) for name in instruction.operands)
+    body = computations[called.group(1)]
+    users = collections.defaultdict(list)
+    for inner in body:
+      for position, operand in enumerate(inner.operands):
+        users[operand].append((inner, position))
+    read = 0
+    for parameter in (inner for inner in body if inner.op == "parameter"):
+      uses = users[parameter.name]
+      if uses and all(user.op in _SLICES and position == 0 for user, position in uses):
+        read += sum(_array_bytes(user.shape) for user, _ in uses
+                    if user.op != "dynamic-update-slice")
+      else:
+        read += _array_bytes(parameter.shape)
+    root = next(inner for inner in body if inner.root)
+    results = [by_name[name] for name in root.operands] if root.op == "tuple" else [root]
+    written = sum(_array_bytes(by_name[result.operands[1]].shape)
+                  if result.op == "dynamic-update-slice" else _array_bytes(result.shape)
+                  for result in results)
+    return read + written
 
   found = []
-  for name, shape, op, operands, attributes in computations[entry]:
-    if op in _NOT_KERNELS:
-      continue
-    moved = _array_bytes(shape) + sum(_array_bytes(shapes.get(operand, ""))
-                                      for operand in re.findall(r"%([\w.\-]+)", operands))
-    kind = re.sub(r"[._0-9]*$", "", name)
-    target = re.search(r'custom_call_target="([^"]*)"', attributes or "")
-    if target:
-      kind = target.group(1)
-    found.append(Kernel(name, kind, moved,
-                        flops(name, shape, op, operands, attributes)))
+
+  def launch(computation, repeats):
+    for instruction in computations[computation]:
+      attributes = instruction.attributes
+      if instruction.op == "while":  # `model.scan_layers`: its body runs once per layer.
+        trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', attributes)
+        if trips is None:
+          raise ValueError(f"The while loop {instruction.name} has no known trip count: its "
+                           "kernels' repetitions are unknown.")
+        for part in ("condition", "body"):
+          launch(re.search(part + r"=%([\w.\-]+)", attributes).group(1),
+                 repeats * int(trips.group(1)))
+        continue
+      if instruction.op == "call":  # Not a kernel: the called computation's instructions are.
+        launch(re.search(r"to_apply=%([\w.\-]+)", attributes).group(1), repeats)
+        continue
+      if instruction.op in _NOT_KERNELS or instruction.op.endswith("-done"):
+        continue  # An asynchronous operation is launched by its "-start".
+      kind = re.sub(r"[._0-9]*$", "", instruction.name)
+      target = re.search(r'custom_call_target="([^"]*)"', attributes)
+      if target:
+        kind = target.group(1)
+      found.append(Kernel(instruction.name, kind, moved(instruction), flops(instruction),
+                          repeats))
+
+  launch(entry, 1)
   return found
 
 
 def floor_ms(kernel: Kernel, bandwidth: float, matmul_rate: float) -> float:
-  return 1e3 * max(kernel.bytes / bandwidth, kernel.flops / matmul_rate)
+  """The kernel's floor per step: all its launches."""
+  return 1e3 * kernel.launches * max(kernel.bytes / bandwidth, kernel.flops / matmul_rate)
+
+
+def apply_overrides(config, overrides):
+  """`config` with each "KEY=VALUE" of `overrides` set (VALUE a Python literal, else a string;
+  KEY dotted, e.g. model.scan_layers=True)."""
+  for item in overrides:
+    key, equals, value = item.partition("=")
+    if not equals:
+      raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. model.scan_layers=True.")
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # A plain string, e.g. model.remat=full.
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
 
 
 def compile_case(config, target: str, levers):
@@ -156,6 +245,8 @@ def main():
   parser.add_argument("--variants", default="all",
                       help="benchmarks/ab_backward.py's variants, comma-separated")
   parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override, repeatable, e.g. --set model.scan_layers=True")
   parser.add_argument("--target", default="h200", choices=sorted(TARGETS))
   # What the H200 lent on 2026-11-04 and 2026-11-29 measured (device tool's KINDS.md,
   # BENCHMARKS.md GPU): a device-to-device copy 4.3 TB/s; ViT-B/16's MLP matmuls at batch
@@ -176,8 +267,8 @@ def main():
   for case in args.cases.split(","):
     variant_name, size, batch = timing.parse_case(case)
     for attention in args.attention.split(","):
-      config = train_step_bench.case_config(variant_name, size, batch, 4.0, args.dtype,
-                                            attention)
+      config = apply_overrides(train_step_bench.case_config(
+          variant_name, size, batch, 4.0, args.dtype, attention), args.set)
       for variant in args.variants.split(","):
         started = time.perf_counter()
         text = compile_case(config, args.target, ab_backward.plain_levers(variant))
@@ -191,18 +282,19 @@ def main():
         by_kind = collections.defaultdict(lambda: [0, 0, 0, 0.0])
         for kernel in found:
           row = by_kind[kernel.kind]
-          row[0] += 1
-          row[1] += kernel.bytes
-          row[2] += kernel.flops
+          row[0] += kernel.launches
+          row[1] += kernel.launches * kernel.bytes
+          row[2] += kernel.launches * kernel.flops
           row[3] += floor_ms(kernel, bandwidth, matmul_rate)
         total_ms = sum(row[3] for row in by_kind.values())
         kinds = sorted(by_kind.items(), key=lambda item: -item[1][3])
         timing.emit({
             "kind": "result", "case": case, "attention": attention, "variant": variant,
+            "overrides": args.set,
             "plain": ab_backward.plain_levers(variant), "dtype": args.dtype,
-            "compile_s": round(seconds, 1), "kernels": len(found),
-            "gbytes": sum(k.bytes for k in found) / 1e9,
-            "matmul_tflop": sum(k.flops for k in found) / 1e12,
+            "compile_s": round(seconds, 1), "kernels": sum(row[0] for row in by_kind.values()),
+            "gbytes": sum(row[1] for row in by_kind.values()) / 1e9,
+            "matmul_tflop": sum(row[2] for row in by_kind.values()) / 1e12,
             "analytic_tflop": flops_lib.train_step_flops(config) / 1e12,
             "floor_ms": total_ms, "while_loops": text.count(" while("),
             "by_kind": [{"kind": kind, "count": n, "gbytes": b / 1e9, "tflop": f / 1e12,

@@ -32,10 +32,40 @@ def test_batched_matmul_counts_the_batch():
   assert sum(k.flops for k in gpu_hlo.kernels(text)) == 2 * 3 * 8 * 5 * 7
 
 
+def test_loop_kernels_count_once_per_iteration():
+  """A scan's body (model.scan_layers) runs once per iteration: its FLOPs count that often."""
+  loop = lambda a, b: jax.lax.fori_loop(0, 5, lambda i, x: jnp.tanh(x @ b), a)
+  found = gpu_hlo.kernels(_optimized_text(loop, (64, 32), (32, 32)))
+  assert sum(k.flops * k.launches for k in found) == 5 * 2 * 64 * 32 * 32
+  assert max(k.launches for k in found) == 5
+
+
+def test_updating_a_slice_moves_the_slice_not_the_array():
+  """A scan writing one row per iteration of a [1000, 256] buffer (as a scan's stacked
+  gradients are written): each launch moves about a row, not the buffer."""
+  def rows(buffer, row):
+    return jax.lax.fori_loop(
+        0, 8, lambda i, b: jax.lax.dynamic_update_slice(b, jnp.tanh(row) * i, (i, 0)), buffer)
+  found = gpu_hlo.kernels(_optimized_text(rows, (1000, 256), (1, 256)))
+  in_loop = [k for k in found if k.launches == 8]
+  assert in_loop and all(k.bytes < 1000 * 256 * 4 / 10 for k in in_loop), in_loop
+
+
+def test_loop_without_known_trip_count_is_an_error():
+  def loop(a, b):
+    bound = (b.sum() > 0).astype(jnp.int32) + 3  # Known only at run time.
+    return jax.lax.while_loop(lambda c: c[0] < bound, lambda c: (c[0] + 1, jnp.tanh(c[1] @ b)),
+                              (0, a))[1]
+  with pytest.raises(ValueError, match="trip count"):
+    gpu_hlo.kernels(_optimized_text(loop, (8, 4), (4, 4)))
+
+
 def test_floor_is_the_slower_of_bytes_and_flops():
   kernel = gpu_hlo.Kernel("k", "k", bytes=10 ** 9, flops=10 ** 12)
   assert math.isclose(gpu_hlo.floor_ms(kernel, 1e12, 1e15), 1.0)   # 1 GB at 1 TB/s.
   assert math.isclose(gpu_hlo.floor_ms(kernel, 1e12, 1e14), 10.0)  # 1 TFLOP at 100 TFLOP/s.
+  kernel.launches = 3
+  assert math.isclose(gpu_hlo.floor_ms(kernel, 1e12, 1e14), 30.0)
 
 
 def test_text_without_entry_is_an_error():

@@ -63,7 +63,10 @@ other.
 Options for big models (config.model keys):
   scan_layers  False: a Python loop over the blocks (one compiled copy per block, readable
                per-layer paths). True: `nnx.scan` over stacked blocks: compile time and program
-               size independent of depth, the usual choice for ViT-L and deeper.
+               size independent of depth, the usual choice for ViT-L and deeper. Not free on
+               GPUs: ViT-B/16 compiled for an H200 moves 1.9x the bytes per step scanned
+               (stacked parameters sliced and gradients written back per layer; BENCHMARKS.md,
+               GPU).
   remat        "none"; "full" (recompute each block in the backward pass, keep only its input);
                or the name of a `jax.checkpoint_policies` policy, e.g. "dots_saveable" (keep
                matmul outputs, recompute the cheap elementwise ops) or
