@@ -5,7 +5,9 @@
 #
 # DATA_DIR: the ArrayRecord dataset `imagenet_ab/fixture` made of ImageNet-like JPEGs by
 #   python -m benchmarks.input_pipeline --workdir W --num_images 256 --prepare_only
-# (then DATA_DIR=W/tfds; preparing needs TensorFlow, reading it does not).
+# (then DATA_DIR=W/tfds; preparing needs TensorFlow, reading it does not). For a GPU machine
+# without network, benchmarks/gpu_offline_prep.sh prepares the data and the missing packages
+# as wheels elsewhere, and writes the script that runs this there.
 # Each part writes its JSON lines to OUT_DIR/<part>.jsonl and its output to OUT_DIR/parts.log, and
 # runs under its own time limit, so one failing part does not stop the others. In priority order:
 #   levers      A/B in one process (benchmarks.ab_backward) of the GPU program's gradients:
