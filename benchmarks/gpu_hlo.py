@@ -13,13 +13,14 @@ that GPU, except for autotuning, which needs the device (GEMM tilings are XLA's 
 Variants are `benchmarks/ab_backward.py`'s (its hand-written backward passes replaced by the
 plain formulas).
 
-From the optimized program (`compiled.as_text()`), each kernel of the entry computation (a
-fusion, a library call, a copy) with the bytes it reads and writes (its operands and results,
-each once) and its FLOPs (the dots it contains; cuDNN attention 4 B H N^2 K forward, 10 B H N^2 K
-backward, which recomputes the logits). Its floor is max(bytes / `--bandwidth_gbps`, FLOPs /
-`--matmul_tflops`); the step's floor is their sum (no two kernels overlap, none faster than its
-roofline). A model, not a measurement: BENCHMARKS.md (GPU) compares it with step times measured
-on an H200. A loop's kernels (`model.scan_layers`) count once per iteration.
+From the optimized program (`compiled.as_text()`), each kernel the step launches (a fusion, a
+library call, a copy; a loop's, as with `model.scan_layers`, once per iteration) with the bytes
+it reads and writes (its operands and results, each once, except that slicing an array or
+updating a slice of it in place counts the slice) and its FLOPs (the dots it contains; cuDNN
+attention 4 B H N^2 K forward, 10 B H N^2 K backward, which recomputes the logits). Its floor is
+max(bytes / `--bandwidth_gbps`, FLOPs / `--matmul_tflops`); the step's floor is their sum (no two
+kernels overlap, none faster than its roofline). A model, not a measurement: BENCHMARKS.md
+(GPU) compares it with step times measured on an H200.
 """
 
 import argparse
@@ -124,7 +125,7 @@ def _parse(hlo_text: str) -> tuple[dict, str]:
 
 
 def kernels(hlo_text: str) -> list[Kernel]:
-  """The kernels of an optimized HLO module's entry computation (module docstring)."""
+  """The kernels an optimized HLO module launches (module docstring)."""
   computations, entry = _parse(hlo_text)
   by_name = {i.name: i for body in computations.values() for i in body}
 
