@@ -12,9 +12,9 @@ On a GPU (bfloat16, cuDNN attention, ten steps per timed call):
 Levers (luab_jax/models/vit.py): bias (`add_bias`: bias gradients as matmuls), ln
 (`LayerNorm`), gelu (`gelu`), pos (`add_position_embedding`: the position embedding's gradient
 as a matmul; plain: a reduction over the batch), gpu (`_autodiff_norms_and_biases`: GPU
-programs keep autodiff's LayerNorm and bias gradients; plain: no exception, the hand-written ones
-as on CPU, so `-pos-gpu` is the GPU program before that change), proj (`SelfAttention._project`'s 2-D form for CPU; plain: the
-einsum form other platforms get), split (the attention of `CPU_ATTENTION_GROUPS` slices of the
+programs keep autodiff's LayerNorm and bias gradients; plain: no exception, the hand-written
+ones as on CPU, so `-pos-gpu` is the GPU program before that change), proj
+(`SelfAttention._project`'s 2-D form for CPU; plain: the einsum form other platforms get), split (the attention of `CPU_ATTENTION_GROUPS` slices of the
 batch as independent operations on one CPU device; plain: one batched attention). proj and
 split are levers of the written-out attention (`--attention xla`); with `cpu_fused`, split does
 nothing and proj is refused (the kernel takes only programs for CPU). Variants:

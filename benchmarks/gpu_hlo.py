@@ -43,8 +43,9 @@ from luab_jax import flops as flops_lib
 from luab_jax import sharding as sharding_lib
 
 # XLA's GpuTargetConfig (text proto) of an H200 SXM: Hopper (compute capability 9.0), 132
-# multiprocessors, 1.98 GHz, 50 MB of L2 as XLA counts it, 4.8 TB/s, 141 GB; the cuDNN and CUDA
-# versions of JAX's CUDA 13 wheels. H100 SXM: the same chip with 80 GB at 3.35 TB/s.
+# multiprocessors, 1.98 GHz, 50 MiB of L2, 4.8 TB/s (datasheet), 143,771 MiB of memory (what
+# nvidia-smi reported on the H200 of BENCHMARKS.md, GPU); cuDNN 9.28 and CUDA 13.0, what pip
+# installs with jax[cuda13]. H100 SXM: the same chip with 80 GB at 3.35 TB/s.
 _HOPPER = """
 gpu_device_info {{
   threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
@@ -61,7 +62,7 @@ runtime_version {{ major: 13 minor: 0 }}
 device_description_str: "{name}"
 """
 TARGETS = {
-    "h200": _HOPPER.format(bandwidth=4_800_000_000_000, memory=150_119_497_728,
+    "h200": _HOPPER.format(bandwidth=4_800_000_000_000, memory=143_771 * 2 ** 20,
                            name="NVIDIA H200"),
     "h100": _HOPPER.format(bandwidth=3_352_320_000_000, memory=84_929_347_584,
                            name="NVIDIA H100 80GB HBM3"),
@@ -228,11 +229,15 @@ def apply_overrides(config, overrides):
   return config
 
 
-def compile_case(config, target: str, levers):
-  """The optimized HLO text of the train step for `config` on one GPU of `target`."""
+def target_devices(target: str):
+  """One GPU of `target`, described to the CUDA plugin (no GPU needed)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-  devices = topologies.get_topology_desc(platform="cuda", target_config=TARGETS[target],
-                                         topology="1x1x1").devices
+  return topologies.get_topology_desc(platform="cuda", target_config=TARGETS[target],
+                                      topology="1x1x1").devices
+
+
+def compile_case(config, devices, levers):
+  """The optimized HLO text of the train step for `config` on `devices` (`target_devices`)."""
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   with ab_backward.plain(levers):  # The model is traced inside `lower`.
     lowered = compile_lib.lower_train_step(config, mesh)
@@ -249,9 +254,8 @@ def main():
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override, repeatable, e.g. --set model.scan_layers=True")
   parser.add_argument("--target", default="h200", choices=sorted(TARGETS))
-  # What the H200 lent on 2026-11-04 and 2026-11-29 measured (device tool's KINDS.md,
-  # BENCHMARKS.md GPU): a device-to-device copy 4.3 TB/s; ViT-B/16's MLP matmuls at batch
-  # 256 670-713 TFLOP/s in bfloat16.
+  # Measured on H200s: a device-to-device copy at 4.3 TB/s (bytes read + written); ViT-B/16's
+  # MLP matmuls at batch 256 at 670-713 TFLOP/s in bfloat16 (BENCHMARKS.md, GPU).
   parser.add_argument("--bandwidth_gbps", type=float, default=4300)
   parser.add_argument("--matmul_tflops", type=float, default=700)
   parser.add_argument("--top", type=int, default=12, help="kernel kinds listed per program")
@@ -262,6 +266,7 @@ def main():
   # the plugin also skips its check of the CUDA libraries against a driver this host lacks).
   jax.config.update("jax_platforms", "cpu")
   bandwidth, matmul_rate = args.bandwidth_gbps * 1e9, args.matmul_tflops * 1e12
+  devices = target_devices(args.target)
   timing.emit({"kind": "header", "bench": "gpu_hlo", "target": args.target,
                "bandwidth_gbps": args.bandwidth_gbps, "matmul_tflops": args.matmul_tflops,
                **timing.machine("jax", "jaxlib", "jax-cuda13-plugin", "flax")}, args.out)
@@ -272,7 +277,7 @@ def main():
           variant_name, size, batch, 4.0, args.dtype, attention), args.set)
       for variant in args.variants.split(","):
         started = time.perf_counter()
-        text = compile_case(config, args.target, ab_backward.plain_levers(variant))
+        text = compile_case(config, devices, ab_backward.plain_levers(variant))
         seconds = time.perf_counter() - started
         if args.hlo_dir:
           os.makedirs(args.hlo_dir, exist_ok=True)

@@ -22,7 +22,7 @@
 #               (benchmarks.peers.timm_step; needs torch and timm, which GPU images usually have).
 #   stall       the trainer's loop with the real Grain pipeline vs synthetic batches (B/16 config,
 #               batch 256, cuDNN attention, the config's Grain settings: 16 workers).
-# Then a summary: ours / timm, MFU, the stall. At most 9.5 minutes by the limits (train_b16,
+# Then a summary: ours / timm, MFU, the levers' A/B, the stall. At most 9.5 minutes by the limits (train_b16,
 # stall and input ran in about 7 on one H200 with 16 cores on 2026-11-30, with the written-out
 # attention in train_b16 too). Parts run only when named in PARTS (e.g. PARTS="input batch512"
 # bash ...; the default PARTS is the four above):

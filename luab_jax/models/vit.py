@@ -278,7 +278,7 @@ _add_bias_column_sum.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 @jax.custom_vjp
 def add_position_embedding(x, pos):
-  """x [B, N, D] + pos [1, N, D], the gradient of `pos` a matmul ones[1, B] @ g[B, N * D].
+  """x [B, N, D] + pos [1, N, D], the gradient of `pos` a `column_sum` over the batch.
 
   As a reduction over the batch, XLA:GPU lays that gradient's operand out batch-minor, and
   with it the residual stream, which it then transposes back around every LayerNorm: 125
@@ -293,10 +293,8 @@ def _add_position_embedding_fwd(x, pos):
 
 
 def _add_position_embedding_bwd(_, g):
-  batch = g.shape[0]
-  ones = jnp.ones((1, batch), g.dtype)
-  summed = jnp.dot(ones, g.reshape(batch, -1), preferred_element_type=jnp.float32)
-  return g, summed.reshape(1, *g.shape[1:]).astype(g.dtype)
+  # [B, N, D] -> [B, N * D]: the batch becomes the rows `column_sum` adds up.
+  return g, column_sum(g.reshape(g.shape[0], -1)).reshape(1, *g.shape[1:])
 
 
 add_position_embedding.defvjp(_add_position_embedding_fwd, _add_position_embedding_bwd)
