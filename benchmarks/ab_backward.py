@@ -24,11 +24,20 @@ VARIANT/ATTENTION, all in the same alternating rounds:
 
     python -m benchmarks.ab_backward --variants all --attention cpu_fused,xla --rounds 8 \
         --steps_per_round 2
+
+A variant may end in XLA's options for its compile, "[KEY=VALUE;KEY=VALUE]"
+(`jax.stages.Lowered.compile`), so that programs differing only in them share the rounds; e.g.
+Triton's GEMMs (XLA:GPU's default) against cuBLAS's, into which XLA fuses the bias additions:
+
+    python -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 --attention cudnn \
+        --variants "all,all[xla_gpu_enable_triton_gemm=false]" --rounds 4 --steps_per_round 10
 """
 
 import argparse
+import ast
 import contextlib
 import functools
+import re
 import statistics
 import time
 
@@ -57,15 +66,36 @@ PLAIN = {
 
 
 def plain_levers(variant: str) -> list[str]:
-  if variant == "base":
-    return list(PLAIN)
-  if variant == "all":
-    return []
-  if variant[0] == "-":
-    return variant[1:].split("-")
-  if variant[0] == "+":
-    return [name for name in PLAIN if name not in variant[1:].split("+")]
-  raise ValueError(f"Unknown variant {variant!r}.")
+  """The levers that "base", "all", "-X-Y" or "+X+Y" makes plain (module docstring)."""
+  if variant in ("base", "all"):
+    return list(PLAIN) if variant == "base" else []
+  named = variant[1:].split(variant[0]) if variant[:1] in ("-", "+") else None
+  if not named or not set(named) <= set(PLAIN):
+    raise ValueError(f"Unknown variant {variant!r}: use base, all, -X-Y or +X+Y with X, Y of "
+                     f"{', '.join(PLAIN)}.")
+  return named if variant[0] == "-" else [name for name in PLAIN if name not in named]
+
+
+def parse_variant(variant: str) -> tuple[list[str], dict]:
+  """(the levers made plain, XLA's options {KEY: VALUE}) of "LEVERS" or "LEVERS[KEY=VALUE;...]";
+  XLA takes true/false and numbers as such, not as text."""
+  match = re.fullmatch(r"([^\[\]]+)(?:\[([^\[\]]*)\])?", variant)
+  if match is None:
+    raise ValueError(f"Variant {variant!r}: expected LEVERS or LEVERS[KEY=VALUE;...], e.g. "
+                     "all[xla_gpu_enable_triton_gemm=false].")
+  options = {}
+  for item in filter(None, (match.group(2) or "").split(";")):
+    key, equals, value = (part.strip() for part in item.partition("="))
+    if not equals or not key:
+      raise ValueError(f"Variant {variant!r}: {item!r} is not KEY=VALUE.")
+    if value.lower() in ("true", "false"):
+      options[key] = value.lower() == "true"
+    else:
+      try:
+        options[key] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        options[key] = value  # A string option.
+  return plain_levers(match.group(1)), options
 
 
 @contextlib.contextmanager
@@ -97,6 +127,11 @@ def main():
   for attention in attentions:
     if attention not in vit.ATTENTION_IMPLEMENTATIONS:
       parser.error(f"--attention {attention!r}: use {vit.ATTENTION_IMPLEMENTATIONS}")
+  for variant in args.variants.split(","):
+    try:
+      parse_variant(variant)
+    except ValueError as error:
+      parser.error(str(error))
   device = jax.devices()[0]
   timing.emit({"kind": "header", "bench": "ab_backward", **timing.machine(
       "jax", "jaxlib", "flax", accelerator=f"{device.platform}:{device.device_kind}")}, args.out)
@@ -105,11 +140,12 @@ def main():
     config = train_step_bench.case_config(variant_name, size, batch, 4.0, args.dtype, attention)
     for lever_variant in args.variants.split(","):
       variant = lever_variant if len(attentions) == 1 else f"{lever_variant}/{attention}"
-      with plain(plain_levers(lever_variant)):  # The step is traced at its first call, here.
-        run, _ = train_step_bench.build_step(config)
+      levers, options = parse_variant(lever_variant)
+      with plain(levers):  # The step is traced here: compiled or at its first call.
+        run, _ = train_step_bench.build_step(config, options)
         run()
         run()
-      runs[variant], settings[variant] = run, (lever_variant, attention)
+      runs[variant], settings[variant] = run, (levers, options, attention)
   variants = list(runs)
 
   def step_s(variant):
@@ -123,8 +159,9 @@ def main():
           {"kind": "round", "round": r, "step_s": figures}, args.out))
   for variant in variants:
     median = statistics.median(times[variant])
-    lever_variant, attention = settings[variant]
-    timing.emit({"kind": "result", "variant": variant, "plain": plain_levers(lever_variant),
+    levers, options, attention = settings[variant]
+    timing.emit({"kind": "result", "variant": variant, "plain": levers,
+                 "compiler_options": options,
                  "case": args.case, "step_s": {"median": median, "min": min(times[variant]),
                                                 "max": max(times[variant])},
                  "images_per_s": batch / median, "dtype": args.dtype,

@@ -3,6 +3,7 @@
     python -m benchmarks.gpu_hlo --cases B/16@224:256 --attention cudnn \
         --variants all,-pos,-gpu,-pos-gpu
     python -m benchmarks.gpu_hlo --set model.scan_layers=True    # config overrides
+    python -m benchmarks.gpu_hlo --variants "all,all[xla_gpu_enable_triton_gemm=false]"
 
 Needs JAX's CUDA plugin but no GPU (nor driver): a venv with requirements-gpu.txt, e.g.
 `LUAB_VENV=.venv-gpu LUAB_REQUIREMENTS="requirements.txt requirements-gpu.txt" source
@@ -11,13 +12,14 @@ launch/env.sh`. The device is described by `TARGETS` (an H200 by default), the t
 abstract inputs (`luab_jax.compile.lower_train_step`) and XLA:GPU compiles it as it would on
 that GPU, except for autotuning, which needs the device (GEMM tilings are XLA's defaults).
 Variants are `benchmarks/ab_backward.py`'s (its hand-written backward passes replaced by the
-plain formulas).
+plain formulas, and XLA's options).
 
 From the optimized program (`compiled.as_text()`), each kernel the step launches (a fusion, a
 library call, a copy; a loop's, as with `model.scan_layers`, once per iteration) with the bytes
 it reads and writes (its operands and results, each once, except that slicing an array or
-updating a slice of it in place counts the slice) and its FLOPs (the dots it contains; cuDNN
-attention 4 B H N^2 K forward, 10 B H N^2 K backward, which recomputes the logits). Its floor is
+updating a slice of it in place counts the slice, and a cuBLAS GEMM's workspace does not count)
+and its FLOPs (the dots it contains, or the cuBLAS GEMM's; cuDNN attention 4 B H N^2 K forward,
+10 B H N^2 K backward, which recomputes the logits). Its floor is
 max(bytes / `--bandwidth_gbps`, FLOPs / `--matmul_tflops`); the step's floor is their sum (no two
 kernels overlap, none faster than its roofline). A model, not a measurement: BENCHMARKS.md
 (GPU) compares it with step times measured on an H200.
@@ -75,6 +77,9 @@ _COMPUTATION = re.compile(r"^(ENTRY )?%([\w.\-]+) .*\{$")
 _INSTRUCTION = re.compile(r"^\s+(ROOT )?%([\w.\-]+) = (.*?) ([a-z][a-z\-]*)\((.*?)\)(, .*)?$")
 # Instructions that launch nothing: they name or regroup buffers.
 _NOT_KERNELS = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
+# cuBLAS's GEMMs (XLA's choice where Triton's are off or slower): a tuple of the result and a
+# workspace.
+_CUBLAS = r'custom_call_target="__cublas\$(gemm|lt\$matmul)"'
 # Inside a fusion: operations that touch only part of their first operand.
 _SLICES = ("slice", "dynamic-slice", "dynamic-update-slice")
 
@@ -136,6 +141,12 @@ def kernels(hlo_text: str) -> list[Kernel]:
       contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", instruction.attributes)
       depth = math.prod(_dims(lhs)[int(d)] for d in contracting.group(1).split(",") if d)
       return 2 * math.prod(_dims(instruction.shape)) * depth
+    if instruction.op == "custom-call" and re.search(_CUBLAS, instruction.attributes):
+      contracting = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]',
+                              instruction.attributes)
+      lhs = _dims(by_name[instruction.operands[0]].shape)
+      depth = math.prod(lhs[int(d)] for d in re.findall(r"\d+", contracting.group(1)))
+      return 2 * math.prod(_dims(instruction.shape)) * depth  # The result, not the workspace.
     if instruction.op == "custom-call" and "__cudnn$fmha" in instruction.attributes:
       batch, length, heads, head_dim = _dims(by_name[instruction.operands[0]].shape)
       forward = 4 * batch * heads * length * length * head_dim
@@ -152,6 +163,9 @@ def kernels(hlo_text: str) -> list[Kernel]:
       return 2 * _array_bytes(by_name[instruction.operands[1]].shape)
     if instruction.op in _SLICES:
       return 2 * _array_bytes(instruction.shape)
+    if re.search(_CUBLAS, instruction.attributes):  # Its scratch workspace is not traffic.
+      return _array_bytes(_ARRAY.search(instruction.shape).group(0)) + sum(
+          _array_bytes(by_name[name].shape) for name in instruction.operands)
     if not called:
       return _array_bytes(instruction.shape) + sum(
           _array_bytes(by_name[name].shape) for name in instruction.operands)
@@ -236,12 +250,13 @@ def target_devices(target: str):
                                       topology="1x1x1").devices
 
 
-def compile_case(config, devices, levers):
-  """The optimized HLO text of the train step for `config` on `devices` (`target_devices`)."""
+def compile_case(config, devices, levers, compiler_options=None):
+  """The optimized HLO text of the train step for `config` on `devices` (`target_devices`),
+  compiled with XLA's `compiler_options` ({option: value}) if any."""
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   with ab_backward.plain(levers):  # The model is traced inside `lower`.
     lowered = compile_lib.lower_train_step(config, mesh)
-  return lowered.compile().as_text()
+  return lowered.compile(compiler_options or None).as_text()
 
 
 def main():
@@ -249,7 +264,8 @@ def main():
   parser.add_argument("--cases", default="B/16@224:256", help="VARIANT@SIZE:BATCH,...")
   parser.add_argument("--attention", default="cudnn", help="comma-separated")
   parser.add_argument("--variants", default="all",
-                      help="benchmarks/ab_backward.py's variants, comma-separated")
+                      help="benchmarks/ab_backward.py's variants, comma-separated, XLA options "
+                      "included, e.g. all,all[xla_gpu_enable_triton_gemm=false]")
   parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override, repeatable, e.g. --set model.scan_layers=True")
@@ -262,6 +278,11 @@ def main():
   parser.add_argument("--hlo_dir", default=None, help="also write each program's HLO here")
   parser.add_argument("--out", default=None, help="append every JSON line here")
   args = parser.parse_args()
+  for variant in args.variants.split(","):
+    try:
+      ab_backward.parse_variant(variant)
+    except ValueError as error:
+      parser.error(str(error))
   # A CPU host: JAX runs on the CPU and the CUDA plugin only compiles (on this platform list
   # the plugin also skips its check of the CUDA libraries against a driver this host lacks).
   jax.config.update("jax_platforms", "cpu")
@@ -277,11 +298,12 @@ def main():
           variant_name, size, batch, 4.0, args.dtype, attention), args.set)
       for variant in args.variants.split(","):
         started = time.perf_counter()
-        text = compile_case(config, devices, ab_backward.plain_levers(variant))
+        levers, options = ab_backward.parse_variant(variant)
+        text = compile_case(config, devices, levers, options)
         seconds = time.perf_counter() - started
         if args.hlo_dir:
           os.makedirs(args.hlo_dir, exist_ok=True)
-          name = f"{case}_{attention}_{variant}".replace("/", "_").replace("@", "_")
+          name = re.sub(r"[^\w.=+-]+", "_", f"{case}_{attention}_{variant}").strip("_")
           with open(os.path.join(args.hlo_dir, name + ".hlo"), "w", encoding="utf-8") as f:
             f.write(text)
         found = kernels(text)
@@ -297,7 +319,7 @@ def main():
         timing.emit({
             "kind": "result", "case": case, "attention": attention, "variant": variant,
             "overrides": args.set,
-            "plain": ab_backward.plain_levers(variant), "dtype": args.dtype,
+            "plain": levers, "compiler_options": options, "dtype": args.dtype,
             "compile_s": round(seconds, 1), "kernels": sum(row[0] for row in by_kind.values()),
             "gbytes": sum(row[1] for row in by_kind.values()) / 1e9,
             "matmul_tflop": sum(row[2] for row in by_kind.values()) / 1e12,

@@ -13,24 +13,26 @@
 #   levers      A/B in one process (benchmarks.ab_backward) of the GPU program's gradients:
 #               as committed (all), the position embedding's gradient as a reduction (-pos),
 #               LayerNorm and biases with the hand-written CPU gradients (-gpu), and both, the
-#               program measured on 2026-11-29 (-pos-gpu); B/16 @ 224, batch 256, bfloat16,
-#               cuDNN attention. benchmarks.gpu_hlo predicts 53.7 / 59.8 / 56.8 / 60.8 ms floors.
-#   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16, cuDNN attention, lam 4 and 0; MFU
+#               program measured on 2026-11-29 (-pos-gpu); and as committed with XLA's Triton
+#               GEMMs off (cuBLAS for every matmul, bias additions fused into it); B/16 @ 224,
+#               batch 256, bfloat16, cuDNN attention. benchmarks.gpu_hlo predicts 53.7 / 59.8 /
+#               56.8 / 60.8 / 51.1 ms floors.
+#   train_b16   ViT-B/16 @ 224 px, batch 256, bfloat16, cuDNN attention, lam 4; MFU
 #               against the measured bf16 matmul peak and the datasheet's dense bf16 peak
 #               (989 TFLOP/s, H100/H200 SXM).
 #   timm        the peer: timm's ViT-B/16, same batch, bfloat16 autocast, fused attention
 #               (benchmarks.peers.timm_step; needs torch and timm, which GPU images usually have).
 #   stall       the trainer's loop with the real Grain pipeline vs synthetic batches (B/16 config,
 #               batch 256, cuDNN attention, the config's Grain settings: 16 workers).
-# Then a summary: ours / timm, MFU, the levers' A/B, the stall. At most 9.5 minutes by the limits (train_b16,
-# stall and input ran in about 7 on one H200 with 16 cores on 2026-11-30, with the written-out
-# attention in train_b16 too). Parts run only when named in PARTS (e.g. PARTS="input batch512"
-# bash ...; the default PARTS is the four above):
+# Then a summary: ours / timm, MFU, the levers' A/B, the stall. At most 9.5 minutes by the
+# limits (train_b16, stall and input ran in about 7 on one H200 with 16 cores on 2026-11-30,
+# with the written-out attention and lam 0 in train_b16 too). Parts run only when named in
+# PARTS (e.g. PARTS="input batch512" bash ...; the default PARTS is the four above):
 #   input       the input pipeline alone at 1 core, half and all cores (224 px, batch 128).
 #   xla         B/16 @ 224, batch 256, the written-out attention (`--attention xla`), lam 4.
 #   train_small ViT-S/16 and ViT-Ti/16 @ 224 px, bfloat16, cuDNN attention.
 #   batch512    B/16 @ 224 with batch 512.
-#   cublas      B/16 @ 224, batch 256, with XLA's Triton GEMMs off (cuBLAS for every matmul).
+#   lam0        B/16 @ 224, batch 256, lam 0: the point loss's cost against train_b16's lam 4.
 set -uo pipefail
 PYTHON=${PYTHON:-python3}
 DATA_DIR=${1:?DATA_DIR}
@@ -59,11 +61,12 @@ part() {  # part NAME SECONDS COMMAND...: runs it if NAME is in PARTS.
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
 
-part levers 200 "$PYTHON" -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 \
-  --attention cudnn --variants all,-pos,-gpu,-pos-gpu --rounds 4 --steps_per_round 10
+part levers 240 "$PYTHON" -m benchmarks.ab_backward --case B/16@224:256 --dtype bfloat16 \
+  --attention cudnn --variants "all,-pos,-gpu,-pos-gpu,all[xla_gpu_enable_triton_gemm=false]" \
+  --rounds 4 --steps_per_round 10
 
-part train_b16 110 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 \
-  --attention cudnn --lams 4,0 "${B16[@]}"
+part train_b16 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 \
+  --attention cudnn --lams 4 "${B16[@]}"
 
 part timm 120 "$PYTHON" -m benchmarks.peers.timm_step --cases B/16@224:256 --device cuda \
   --dtype bfloat16 --steps_per_call 10 --warmup 2 --repeats 10
@@ -86,9 +89,8 @@ part train_small 90 "$PYTHON" -m benchmarks.train_step --cases S/16@224:256,Ti/1
 part batch512 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:512 --attention cudnn \
   --lams 4 "${B16[@]}"
 
-(export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false"
- part cublas 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 --attention cudnn \
-   --lams 4 "${B16[@]}")
+part lam0 70 "$PYTHON" -m benchmarks.train_step --cases B/16@224:256 --attention cudnn \
+  --lams 0 "${B16[@]}"
 
 echo "=== summary"
 "$PYTHON" - "$OUT_DIR" <<'PY'

@@ -77,9 +77,11 @@ def make_step(config, devices=None):
   return step, state, batch_sharding
 
 
-def build_step(config):
+def build_step(config, compiler_options=None):
   """(run, analytic FLOPs per step): `run(steps=1)` makes that many jitted steps on a fixed
-  random batch (state donated), then waits for the last one's metrics."""
+  random batch (state donated), then waits for the last one's metrics. `compiler_options`
+  ({XLA debug option: value}, e.g. {"xla_gpu_enable_triton_gemm": False}) compile this step
+  alone with them, so programs that differ only in XLA's options can share a process."""
   step, state, batch_sharding = make_step(config)
   b, s = config.batch_size, config.input.image_size
   rng = np.random.default_rng(0)
@@ -89,6 +91,8 @@ def build_step(config):
       "points": rng.random((b, 1, 2), np.float32),
       "point_weight": np.ones((b, 1), np.float32), "weight": np.ones(b, np.float32),
       "bad_points": np.zeros(b, np.int32)}, batch_sharding)
+  if compiler_options:
+    step = step.lower(state, batch).compile(compiler_options)
   box = [state]
 
   def run(steps=1):

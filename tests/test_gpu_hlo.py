@@ -71,3 +71,29 @@ def test_floor_is_the_slower_of_bytes_and_flops():
 def test_text_without_entry_is_an_error():
   with pytest.raises(ValueError, match="ENTRY"):
     gpu_hlo.kernels("HloModule m\n")
+
+
+# A cuBLAS GEMM as XLA:GPU writes it (from benchmarks.gpu_hlo's H200 program, shapes shrunk):
+# a tuple of the result and a workspace, the contraction in its backend config.
+_CUBLAS_MODULE = """HloModule m
+
+ENTRY %main (a: bf16[4,64,32], b: bf16[4,32,16]) -> bf16[4,64,16] {
+  %a = bf16[4,64,32]{2,1,0} parameter(0)
+  %b = bf16[4,32,16]{2,1,0} parameter(1)
+  %cublas-lt-matmul.7 = (bf16[4,64,16]{2,1,0}, s8[4194304]{0}) custom-call(%a, %b), \
+custom_call_target="__cublas$lt$matmul", backend_config={"operation_queue_id":"0",\
+"gemm_backend_config":{"selected_algorithm":"0","alpha_real":1,"beta":0,"dot_dimension_numbers":\
+{"lhs_contracting_dimensions":["2"],"rhs_contracting_dimensions":["1"],\
+"lhs_batch_dimensions":["0"],"rhs_batch_dimensions":["0"]},"epilogue":"DEFAULT"}}
+  ROOT %get-tuple-element.1 = bf16[4,64,16]{2,1,0} get-tuple-element(%cublas-lt-matmul.7), index=0
+}
+"""
+
+
+def test_cublas_gemm_flops_and_bytes_without_workspace():
+  """XLA's cuBLAS calls (Triton's GEMMs off) are GEMMs too: their FLOPs count, and their
+  bytes are the operands and the result, not the scratch workspace."""
+  (gemm,) = gpu_hlo.kernels(_CUBLAS_MODULE)
+  assert gemm.kind == "__cublas$lt$matmul"
+  assert gemm.flops == 2 * 4 * 64 * 16 * 32
+  assert gemm.bytes == 2 * 4 * (64 * 32 + 32 * 16 + 64 * 16)
