@@ -68,6 +68,15 @@ def get_config(arg=None):
   # (luab_jax/compilation_cache.py). A str-typed None, so that --config.compilation_cache_dir=
   # can override it.
   config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
+  # The trainer's run options at its defaults (README, "Robustness"), declared so that
+  # --config.KEY=VALUE can set them: a locked config takes only keys it has, and a None only
+  # when it is typed.
+  config.nan_policy = "stop"  # Or "skip" a step with a non-finite loss or gradient.
+  config.best_metric = ml_collections.FieldReference(None, field_type=str)  # "EVAL/METRIC"
+  config.best_mode = "max"
+  config.data_iter_on_process_change = "error"  # Or "restart" the data order.
+  config.grad_accum_steps = 1
+  config.ema_decay = ml_collections.FieldReference(None, field_type=float)  # E.g. 0.9999.
 
   config.model_name = "vit"
   config.model = dict(
@@ -105,13 +114,18 @@ def get_config(arg=None):
   config.fsdp_min_size_mb = 4.0
 
   config.evals = ml_collections.ConfigDict()
+
+  def every_steps():
+    """None: at the end only; int-typed, so that --config.evals.NAME.every_steps=N can set it."""
+    return ml_collections.FieldReference(args.eval_every or None, field_type=int)
+
   config.evals.bgc = dict(type="background_challenge", dataset=args.dataset, batch_size=250,
-                          every_steps=args.eval_every or None)
+                          every_steps=every_steps())
   # Where the point head points, on the in-distribution split: distance to the clicks and the
   # pointing game on the object's box (only_bg images have no box and do not count).
   config.evals.loc = dict(type="localization", dataset=args.dataset, split="original",
                           box_key="object_box", radii=(0.05, 0.1, 0.2), batch_size=250,
-                          every_steps=args.eval_every or None)
+                          every_steps=every_steps())
 
   if args.runlocal:
     config.dataset = "luab_shapes/tiny"

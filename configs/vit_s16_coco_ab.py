@@ -43,7 +43,9 @@ def get_config(arg=None):
   config.seed = 0
 
   config.dataset = "coco_ab/2014"
-  config.data_dir = None  # TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  # None: TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR); str-typed, so that
+  # --config.data_dir=DIR can set it.
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.train_split = "train"
   config.num_classes = 80
 
@@ -75,6 +77,15 @@ def get_config(arg=None):
   # (luab_jax/compilation_cache.py). A str-typed None, so that --config.compilation_cache_dir=
   # can override it.
   config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
+  # The trainer's run options at its defaults (README, "Robustness"), declared so that
+  # --config.KEY=VALUE can set them: a locked config takes only keys it has, and a None only
+  # when it is typed.
+  config.nan_policy = "stop"  # Or "skip" a step with a non-finite loss or gradient.
+  config.best_metric = ml_collections.FieldReference(None, field_type=str)  # "EVAL/METRIC"
+  config.best_mode = "max"
+  config.data_iter_on_process_change = "error"  # Or "restart" the data order.
+  config.grad_accum_steps = 1
+  config.ema_decay = ml_collections.FieldReference(None, field_type=float)  # E.g. 0.9999.
 
   config.model_name = "vit"
   config.model = dict(

@@ -89,12 +89,14 @@ def _is_incompatible(key: str) -> bool:
 def check_resume_compatible(saved: dict, config, *, path: str) -> list[str]:
   """Raises ValueError if `config` changes a key in INCOMPATIBLE; returns the other changes.
 
-  `saved` is the parsed `config.json` at `path`; `config` the new ConfigDict (or dict).
+  `saved` is the parsed `config.json` at `path`; `config` the new ConfigDict (or dict). A key
+  that one side lacks and the other has at None counts as unchanged: configs declare optional
+  keys at None (e.g. `ema_decay`, so that the command line can set them) that older configs,
+  and so older work directories, left out.
   """
   old = flatten(saved)
   new = flatten(config.to_dict() if hasattr(config, "to_dict") else config)
-  changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") !=
-                   new.get(k, "<unset>"))
+  changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
   bad = [k for k in changed if _is_incompatible(k)]
   if bad:
     details = "; ".join(f"config.{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"

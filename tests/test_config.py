@@ -86,3 +86,65 @@ def test_unknown_evaluator_key_is_an_error_naming_it():
   config.evals.loc = dict(type="no_such_evaluator")
   with pytest.raises(ValueError, match="no_such_evaluator"):
     evaluators.check_config_keys(config.evals)
+
+
+# The trainer's options as the README shows them set on the command line; any config must take
+# them (a locked config takes only keys it declares, and a None only when it is typed).
+_RUN_OPTION_OVERRIDES = {
+    "nan_policy": ("skip", "skip"),
+    "best_metric": ("bgc/mixed_rand/accuracy", "bgc/mixed_rand/accuracy"),
+    "best_mode": ("min", "min"),
+    "data_iter_on_process_change": ("restart", "restart"),
+    "grad_accum_steps": ("2", 2),
+    "ema_decay": ("0.9999", 0.9999),
+    "data_dir": ("/data/tfds", "/data/tfds"),
+    "compilation_cache_dir": ("", ""),
+}
+
+
+@pytest.mark.parametrize("arg", ["", "runlocal"])
+@pytest.mark.parametrize("name", _CONFIG_FILES)
+def test_run_options_can_be_set_on_the_command_line(name, arg):
+  path = os.path.join(_CONFIG_DIR, name)
+  config = _parse(f"--config={path}:{arg}" if arg else f"--config={path}",
+                  *(f"--config.{key}={text}" for key, (text, _) in _RUN_OPTION_OVERRIDES.items()))
+  assert {key: config[key] for key in _RUN_OPTION_OVERRIDES} == {
+      key: value for key, (_, value) in _RUN_OPTION_OVERRIDES.items()}
+
+
+def _none_leaves(config, prefix=""):
+  """Keys holding a plain None, which `--config.KEY=VALUE` cannot set (a typed
+  ml_collections.FieldReference(None, field_type=...) it can)."""
+  found = []
+  for key, value in config.items(preserve_field_references=True):
+    if hasattr(value, "items"):
+      found += _none_leaves(value, f"{prefix}{key}.")
+    elif value is None:
+      found.append(prefix + key)
+  return found
+
+
+@pytest.mark.parametrize("arg", ["", "runlocal"])
+@pytest.mark.parametrize("name", _CONFIG_FILES)
+def test_no_config_key_is_an_untyped_none(name, arg):
+  path = os.path.join(_CONFIG_DIR, name)
+  config = _parse(f"--config={path}:{arg}" if arg else f"--config={path}")
+  assert not _none_leaves(config), f"{name}:{arg}"
+
+
+def test_demo_evaluators_every_steps_can_be_set():
+  config = _parse(f"--config={_CONFIG}", "--config.evals.bgc.every_steps=100")
+  assert config.evals.bgc.every_steps == 100 and config.evals.loc.every_steps is None
+
+
+def test_resume_treats_a_key_declared_at_none_as_the_same_as_a_missing_one():
+  """Work directories written before a config declared `ema_decay` (at None) still resume; one
+  that did use an EMA does not resume without it."""
+  # pylint: disable=g-import-not-at-top
+  from luab_jax import config_schema
+  # pylint: enable=g-import-not-at-top
+  config = _parse(f"--config={_CONFIG}:runlocal").to_dict()
+  older = {key: value for key, value in config.items() if key != "ema_decay"}
+  assert config_schema.check_resume_compatible(older, config, path="x") == []
+  with pytest.raises(ValueError, match="config.ema_decay: 0.999 -> None"):
+    config_schema.check_resume_compatible({**older, "ema_decay": 0.999}, config, path="x")
