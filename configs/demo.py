@@ -56,6 +56,9 @@ def get_config(arg=None):
       eval_num_workers=0,
       read_threads=2,
       prefetch_buffer=32,
+      ram_budget_mb=ml_collections.FieldReference(None, field_type=int),  # None: unbounded.
+      resize_method="bilinear",
+      eval_resize_method="area",
   )
 
   config.batch_size = 64

@@ -225,11 +225,12 @@ def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
     params, _ = checkpointing.restore_params(run.workdir, step, run.setup.abstract_params,
                                              kind=run.kind,
                                              key="ema_params" if ema else "params")
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
     # The trainer's retention (keep_ckpts) may delete a checkpoint between listing and
     # restoring it; that, and only that, is skipped.
     if step in checkpointing.available_steps(run.workdir, kind=run.kind):
-      raise
+      raise RuntimeError(f"Checkpoint {step} of {run.workdir} ({run.kind}) could not be "
+                         f"restored: {type(e).__name__}: {e}") from e
     logging.warning("Checkpoint %d of %s was deleted before it could be evaluated (the "
                     "trainer keeps only config.keep_ckpts, and one best); skipping it.", step,
                     run.workdir)

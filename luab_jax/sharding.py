@@ -183,6 +183,8 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, *, key: str = "config.b
   global batch: the input pipeline reads exactly that block (see `input_pipeline`), so that
   the global batches do not depend on the number of processes.
   """
+  if not isinstance(global_batch_size, int) or global_batch_size <= 0:
+    raise ValueError(f"{key}={global_batch_size!r} must be a positive integer.")
   shards = math.prod(mesh.shape[name] for name in batch_axes(mesh))
   if global_batch_size % shards:
     axes = " x ".join(f"{name}={mesh.shape[name]}" for name in batch_axes(mesh))

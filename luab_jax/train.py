@@ -44,6 +44,7 @@ from luab_jax import losses
 from luab_jax import metric_logs
 from luab_jax import optim
 from luab_jax import preemption
+from luab_jax import run_config
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
 from luab_jax import train_step as train_step_lib
@@ -70,8 +71,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if evaluator not in config.evals:
       raise ValueError(f"config.best_metric={config.best_metric!r} names evaluator "
                        f"{evaluator!r}, but config.evals has {sorted(config.evals)}.")
-    if config.get("best_mode", "max") not in ("max", "min"):
-      raise ValueError(f"config.best_mode={config.best_mode!r}; use 'max' or 'min'.")
+  if config.get("best_mode", "max") not in ("max", "min"):
+    raise ValueError(f"config.best_mode={config.best_mode!r}; use 'max' or 'min'.")
   if config.loss.point_lambda < 0:
     raise ValueError(f"config.loss.point_lambda={config.loss.point_lambda} must be >= 0.")
   if config.loss.point_loss not in losses.POINT_LOSSES:
@@ -85,6 +86,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      "'softmax' or 'sigmoid'.")
   if config.batch_size <= 0:
     raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
+  if not 0 <= config.loss.get("label_smoothing", 0.0) < 1:
+    raise ValueError(f"config.loss.label_smoothing={config.loss.label_smoothing} must be in "
+                     "[0, 1).")
+  low, high = config.input.crop_scale
+  if not 0 < low <= high <= 1:
+    raise ValueError(f"config.input.crop_scale={tuple(config.input.crop_scale)}: the crop's "
+                     "share of the image area, (low, high) with 0 < low <= high <= 1.")
+  low, high = config.input.crop_ratio
+  if not 0 < low <= high:
+    raise ValueError(f"config.input.crop_ratio={tuple(config.input.crop_ratio)}: (low, high) "
+                     "aspect ratios with 0 < low <= high.")
   for key in ("resize_method", "eval_resize_method"):
     if key in config.input:
       image_ops.check_resize_method(config.input[key], key=f"config.input.{key}")
@@ -93,22 +105,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses a work directory written by an incompatible config (config_schema.INCOMPATIBLE).
-
-  Compatible changes (schedule length, intervals, mesh, ...) are logged, and config.json is
-  rewritten (atomically: a kill mid-write must not leave a config.json that blocks resuming).
-  """
+  """Refuses a work directory written by an incompatible config (config_schema.INCOMPATIBLE);
+  logs the compatible changes (schedule length, intervals, mesh, ...)."""
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = run_config.load_json(path).to_dict()
     for change in config_schema.check_resume_compatible(saved, config, path=path):
       logging.warning("Config changed since the work directory was written: %s", change)
   elif os.path.isdir(checkpointing.checkpoint_dir(workdir)) and os.listdir(
       checkpointing.checkpoint_dir(workdir)):
     raise FileNotFoundError(f"{workdir} has checkpoints but no config.json to check this config "
                             f"against; restore {path} or use a new --workdir.")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """(Re)writes config.json once the run has passed its start-up checks, so that a config
+  that fails them does not lock the work directory; atomically, since a kill mid-write must
+  not leave a config.json that blocks resuming."""
   if jax.process_index() == 0:
+    path = os.path.join(workdir, "config.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2))
     os.replace(path + ".tmp", path)
@@ -169,18 +184,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # ------------------------------------------------------------------ Data.
   train_source = datasets.get_source(config.dataset, config.train_split, config.data_dir,
                                      features=transforms.TrainTransform.RECORD_KEYS)
+  dataset_classes = datasets.num_classes(config.dataset, config.data_dir)
+  if dataset_classes is not None and dataset_classes != config.num_classes:
+    raise ValueError(f"config.num_classes={config.num_classes}, but dataset "
+                     f"{config.dataset!r} has {dataset_classes} classes.")
   num_train = len(train_source)
   total_steps = durations.steps("total", config, num_examples=num_train,
-                                batch_size=config.batch_size)
-  if not total_steps:
+                                batch_size=config.batch_size, positive=True)
+  if total_steps is None:
     raise ValueError("Set config.total_steps or config.total_epochs.")
   warmup_steps = durations.steps("warmup", config, num_examples=num_train,
                                  batch_size=config.batch_size, total_steps=total_steps, default=0)
   log_steps = durations.steps("log_training", config, num_examples=num_train,
-                              batch_size=config.batch_size, total_steps=total_steps, default=50)
+                              batch_size=config.batch_size, total_steps=total_steps, default=50,
+                              positive=True)
   ckpt_steps = durations.steps("ckpt", config, num_examples=num_train,
                                batch_size=config.batch_size, total_steps=total_steps,
-                               default=total_steps)
+                               default=total_steps, positive=True)
   train_data = input_pipeline.make_train_dataset(
       train_source, config.input, per_process_batch_size=per_process_batch, seed=config.seed,
       num_points=config.model.get("num_points", 1))
@@ -256,6 +276,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write_scalars(step, results)
       writer.flush()
     return results
+
+  if config.get("best_metric") and first_step == 0:
+    # A name its evaluator does not report would otherwise surface at the first evaluation,
+    # which may be the end of the run: evaluate the initial model once (results not kept).
+    name, started = config.best_metric.split("/")[0], time.time()
+    reported = sorted(f"{name}/{key}" for key in evals[name].run(eval_params()))
+    if config.best_metric not in reported:
+      raise ValueError(f"config.best_metric={config.best_metric!r} is not among the metrics of "
+                       f"its evaluator: {reported}.")
+    logging.info("config.best_metric=%r is reported by evaluator %s (checked on the initial "
+                 "model in %.1fs).", config.best_metric, name, time.time() - started)
+  write_config(config, workdir)  # The start-up checks have passed.
 
   # ------------------------------------------------------------------ Loop.
   logging.info("Training steps %d..%d (warmup %d, log every %d, checkpoint every %d).",

@@ -1,6 +1,7 @@
 """`python -m luab_jax.evaluate` over several checkpoints of tiny training runs (baseline + LUAB)."""
 
 import csv
+import glob
 import json
 import os
 import shutil
@@ -200,3 +201,16 @@ def test_clear_errors(runs, tmp_path, tiny_data_dir):
   with pytest.raises(FileNotFoundError, match="config.json does not exist"):
     evaluate.run([str(tmp_path)])
   assert evaluate.parse_mesh("data:-1,fsdp:2") == (("data", -1), ("fsdp", 2))
+
+
+def test_damaged_checkpoint_is_an_error_naming_its_step(runs, tmp_path):
+  """A checkpoint that is listed but does not restore stops the tool with its step named (a
+  missing one is skipped: the trainer's retention deletes them)."""
+  baseline, _ = _copy(runs, tmp_path)
+  for path in glob.glob(str(baseline / "checkpoints" / "4" / "state" / "**" / "d" / "*"),
+                        recursive=True):
+    with open(path, "r+b") as f:
+      f.truncate(16)
+  with pytest.raises(RuntimeError, match=r"Checkpoint 4 of .*baseline \(checkpoints\) could "
+                     "not be restored"):
+    evaluate.run([str(baseline)], checkpoints="4")

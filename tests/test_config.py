@@ -112,6 +112,18 @@ def test_run_options_can_be_set_on_the_command_line(name, arg):
       key: value for key, (_, value) in _RUN_OPTION_OVERRIDES.items()}
 
 
+@pytest.mark.parametrize("name", _CONFIG_FILES)
+def test_every_config_declares_every_input_loss_and_optimizer_key(name):
+  """So that each can be set on the command line (the schema's NESTED keys)."""
+  # pylint: disable=g-import-not-at-top
+  from luab_jax import config_schema
+  # pylint: enable=g-import-not-at-top
+  config = _parse(f"--config={os.path.join(_CONFIG_DIR, name)}")
+  missing = [f"config.{parent}.{key}" for parent, keys in config_schema.NESTED.items()
+             for key in sorted(keys) if key not in config[parent]]
+  assert not missing, f"{name} does not declare {missing}"
+
+
 def _none_leaves(config, prefix=""):
   """Keys holding a plain None, which `--config.KEY=VALUE` cannot set (a typed
   ml_collections.FieldReference(None, field_type=...) it can)."""

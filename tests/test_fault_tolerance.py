@@ -326,3 +326,42 @@ def test_missing_data_dir_and_indivisible_batch_fail_before_compiling(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"config.data_dir=.*nowhere.* does not exist"):
     train.train_and_evaluate(config, str(tmp_path / "work"))
   shutil.rmtree(tmp_path / "work", ignore_errors=True)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"num_classes": 3}, r"config.num_classes=3, but dataset 'luab_shapes/tiny' has 4 classes"),
+    ({"evals.bgc.batch_size": 0}, r"config.evals.bgc.batch_size=0 must be a positive integer"),
+    ({"total_steps": -5}, r"config.total_steps=-5 is -5 steps; it must be at least 1"),
+    ({"log_training_steps": 0}, r"config.log_training_steps=0 is 0 steps; it must be at least 1"),
+    ({"ckpt_steps": -3}, r"config.ckpt_steps=-3 is -3 steps; it must be at least 1"),
+    ({"best_mode": "up"}, r"config.best_mode='up'"),
+    ({"best_metric": "bgc/no_such_metric"},
+     r"config.best_metric='bgc/no_such_metric' is not among the metrics of its evaluator"),
+    ({"input.crop_scale": (1.5, 0.2)}, r"config.input.crop_scale=\(1.5, 0.2\)"),
+    ({"input.crop_ratio": (0.0, 1.0)}, r"config.input.crop_ratio=\(0.0, 1.0\)"),
+    ({"loss.label_smoothing": 5.0}, r"config.loss.label_smoothing=5.0 must be in \[0, 1\)"),
+])
+def test_bad_values_fail_at_start_and_leave_the_workdir_usable(tiny_data_dir, tmp_path,
+                                                               overrides, message):
+  """Each fails before anything compiles or trains, and writes no config.json: the corrected
+  command then runs in the same work directory."""
+  workdir = str(tmp_path / "work")
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(_config(tiny_data_dir, **overrides), workdir)
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+  assert not glob.glob(os.path.join(checkpointing.checkpoint_dir(workdir), "*"))
+
+
+def test_evaluator_batch_indivisible_by_devices_fails_at_start(tiny_data_dir, tmp_path):
+  if jax.device_count() < 2:
+    pytest.skip("needs 2 devices")
+  config = _config(tiny_data_dir, **{"evals.bgc.batch_size": 33})
+  with pytest.raises(ValueError, match=r"config.evals.bgc.batch_size=33 is not divisible"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not glob.glob(os.path.join(checkpointing.checkpoint_dir(str(tmp_path)), "*"))
+
+
+def test_unreadable_config_json_is_an_error_naming_it(tiny_data_dir, tmp_path):
+  (tmp_path / "config.json").write_text('{"seed": 0, "dataset": "luab_sha', encoding="utf-8")
+  with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+    train.train_and_evaluate(_config(tiny_data_dir), str(tmp_path))

@@ -296,6 +296,23 @@ def test_unreadable_class_tar_is_reported(tmp_path):
   assert report.skipped == {f"train:{iab.UNREADABLE_CLASS_TAR}": 1}
 
 
+def test_unreadable_files_in_folders_are_reported_not_dropped(tmp_path):
+  """A dangling link or a directory where an image or XML should be: skipped and counted."""
+  images, xmls = tmp_path / "train" / "n00000001", tmp_path / "xml" / "n00000001"
+  images.mkdir(parents=True)
+  xmls.mkdir(parents=True)
+  with Image.new("RGB", (8, 8)) as image:
+    image.save(images / "n00000001_1.JPEG")
+  (images / "n00000001_2.JPEG").symlink_to(tmp_path / "gone.JPEG")
+  (images / "n00000001_3.JPEG").mkdir()
+  (xmls / "n00000001_4.xml").symlink_to(tmp_path / "gone.xml")
+  unit = iab.ClassUnit("n00000001", 0, iab.ImageFolder(str(images)), iab.XmlFolder(str(xmls)))
+  report = preparation.PrepareReport()
+  assert [stem for stem, _ in iab.class_examples(unit, "train", report)] == ["n00000001_1"]
+  assert report.skipped == {f"train:{iab.UNREADABLE_IMAGE_FILE}": 2,
+                            f"train:{iab.UNREADABLE_XML_FILE}": 1}
+
+
 def test_xml_tarball_is_cached_once(tmp_path):
   manual_dir = make_manual_dir(tmp_path / "manual", xmls="tarball")
   for attempt in range(2):  # Made, then reused; the stray member is reported both times.

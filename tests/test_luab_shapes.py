@@ -214,3 +214,13 @@ def test_builder_round_trip(tiny_data_dir):
       np.testing.assert_array_equal(record["object_box"], want["object_box"])
       name = record["file_name"]
       assert (name.decode() if isinstance(name, bytes) else name) == want["file_name"]
+
+
+def test_dataset_names_and_classes(tiny_data_dir, tmp_path):
+  """The trainer compares config.num_classes with `num_classes`; a misspelt dataset is named."""
+  from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top
+  assert core.num_classes("luab_shapes/tiny", tiny_data_dir) == 4
+  with pytest.raises(ValueError, match=r"Unknown dataset 'luab_shapez/tiny'"):
+    core.builder("luab_shapez/tiny", str(tmp_path))
+  with pytest.raises(ValueError, match="num_processes=0"):
+    core.prepare("luab_shapes/tiny", str(tmp_path), num_processes=0)

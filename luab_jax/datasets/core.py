@@ -37,7 +37,13 @@ def _register(name: str) -> None:
 
 def builder(name: str, data_dir: str | None):
   _register(name)
-  return tfds.builder(name, data_dir=data_dir, file_format=FILE_FORMAT)
+  try:
+    return tfds.builder(name, data_dir=data_dir, file_format=FILE_FORMAT)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    # TFDS's message lists every dataset it knows (hundreds of lines): name the culprit first.
+    raise ValueError(f"Unknown dataset {name!r}: neither one of this package's "
+                     f"({', '.join(sorted(_LOCAL_BUILDERS))}) nor one TFDS knows (for those, "
+                     f"see `tfds.list_builders()`).") from e
 
 
 def prepare(name: str, data_dir: str | None, *, manual_dir: str | None = None,
@@ -50,6 +56,8 @@ def prepare(name: str, data_dir: str | None, *, manual_dir: str | None = None,
   prepares sequentially. For unit builders the report of repaired and skipped records is
   written next to the data (`prepare_report.json`) and printed.
   """
+  if num_processes < 1:
+    raise ValueError(f"num_processes={num_processes} must be at least 1.")
   b = builder(name, data_dir)
   units = isinstance(b, preparation.UnitBuilder)
   if num_processes > 1 and not units:
@@ -200,6 +208,17 @@ def get_source(name: str, split: str, data_dir: str | None, *,
   if features is None:
     return source
   return FeatureSubsetSource(source, tuple(key for key in features if key in b.info.features))
+
+
+def num_classes(name: str, data_dir: str | None) -> int | None:
+  """The classes of a prepared dataset's labels: its ClassLabel `label`'s, or the width of its
+  multi-hot `labels`; None if it has neither."""
+  features = builder(name, data_dir).info.features
+  if "label" in features and isinstance(features["label"], tfds.features.ClassLabel):
+    return features["label"].num_classes
+  if "labels" in features:
+    return features["labels"].shape[-1]
+  return None
 
 
 def hide_accelerators_from_tensorflow() -> None:

@@ -310,6 +310,8 @@ def from_config(evals_config, *, fns: ModelFns, mesh, data_dir, input_config):
     cfg = dict(cfg)
     module = _evaluator_module(name, cfg.pop("type", None))
     cfg.pop("every_steps", None)  # Scheduling belongs to the trainer.
+    if "batch_size" in cfg:  # At start, not when the evaluator first runs after training.
+      sharding_lib.check_batch_size(cfg["batch_size"], mesh, key=f"config.evals.{name}.batch_size")
     try:
       evaluators[name] = module.Evaluator(fns, mesh=mesh, data_dir=data_dir,
                                           input_config=input_config, **cfg)

@@ -108,6 +108,8 @@ NOT_AN_XML = "xml: file name without .xml extension, skipped"
 XML_WITHOUT_IMAGE = "xml: no image with this stem, skipped"
 XML_OUTSIDE_CLASS = "xml: tarball member outside a <wnid>/ folder, skipped"
 UNREADABLE_CLASS_TAR = "image: class tar unreadable, the rest of the class skipped"
+UNREADABLE_IMAGE_FILE = "image: file unreadable (dangling link, directory, permissions), skipped"
+UNREADABLE_XML_FILE = "xml: file unreadable (dangling link, directory, permissions), skipped"
 
 _WNID = re.compile(r"^n\d{8}$")
 _CLASS_TAR = re.compile(r"^(?:.*/)?(n\d{8})\.tar$")
@@ -142,12 +144,22 @@ class ImageFolder:
   """`<root>/<wnid>/` of an extracted train tree."""
   path: str
 
-  def files(self) -> Iterator[tuple[str, bytes]]:
-    for name in sorted(os.listdir(self.path)):
-      path = os.path.join(self.path, name)
-      if os.path.isfile(path):
-        with open(path, "rb") as f:
-          yield name, f.read()
+  def files(self) -> Iterator[tuple[str, bytes | None]]:
+    yield from _folder_files(self.path)
+
+
+def _folder_files(folder: str) -> Iterator[tuple[str, bytes | None]]:
+  """(name, bytes) of each entry of `folder`; bytes None where it cannot be read (a dangling
+  link, a directory, no permission), for the caller to report rather than drop."""
+  for name in sorted(os.listdir(folder)):
+    path = os.path.join(folder, name)
+    try:
+      with open(path, "rb") as f:
+        data = f.read()
+    except OSError as e:
+      logging.warning("imagenet_ab: %s: %s", path, e)
+      data = None
+    yield name, data
 
 
 class _FileWindow(io.RawIOBase):
@@ -204,14 +216,9 @@ class XmlFolder:
   """`<root>/<wnid>/` of an extracted XML tree; may not exist (then the class has no XML)."""
   path: str
 
-  def files(self) -> Iterator[tuple[str, bytes]]:
-    if not os.path.isdir(self.path):
-      return
-    for name in sorted(os.listdir(self.path)):
-      path = os.path.join(self.path, name)
-      if os.path.isfile(path):
-        with open(path, "rb") as f:
-          yield name, f.read()
+  def files(self) -> Iterator[tuple[str, bytes | None]]:
+    if os.path.isdir(self.path):
+      yield from _folder_files(self.path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,7 +399,9 @@ def _class_xmls(unit: ClassUnit, split: str,
   xmls = {}
   for name, data in unit.xmls.files():
     stem, ext = os.path.splitext(name)
-    if ext.lower() != ".xml":
+    if data is None:
+      report.skip(split, UNREADABLE_XML_FILE, f"{unit.wnid}/{name}")
+    elif ext.lower() != ".xml":
       report.skip(split, NOT_AN_XML, f"{unit.wnid}/{name}")
     elif stem in xmls:
       report.skip(split, DUPLICATE_XML, f"{unit.wnid}/{name}")
@@ -427,6 +436,9 @@ def class_examples(unit: ClassUnit, split: str,
   for file_name, data in _class_images(unit, split, report):
     name = f"{unit.wnid}/{file_name}"
     stem, ext = os.path.splitext(file_name)
+    if data is None:
+      report.skip(split, UNREADABLE_IMAGE_FILE, name)
+      continue
     if ext.lower() not in IMAGE_EXTENSIONS:
       report.skip(split, NOT_AN_IMAGE, name)
       continue
