@@ -702,7 +702,9 @@ def main(argv):
     raise app.UsageError("--dataset and --out_dir are required.")
   from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top
   core.hide_accelerators_from_tensorflow()
-  run(f.dataset, f.split, f.data_dir, f.out_dir, max_examples=f.max_examples or None,
+  if f.max_examples is not None and f.max_examples < 1:
+    raise app.UsageError(f"--max_examples={f.max_examples}: at least 1 (leave it out for all).")
+  run(f.dataset, f.split, f.data_dir, f.out_dir, max_examples=f.max_examples,
       num_samples=f.num_samples)
 
 

@@ -8,6 +8,7 @@ last step, then prints the comparison and writes it to `{workdir}/comparison.md`
 A finished model is not trained again; an interrupted one resumes from its checkpoint.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +18,8 @@ import time
 from absl import app
 from absl import flags
 
+from luab_jax import config_schema
+from luab_jax import run_config
 from luab_jax.datasets import core as datasets
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Where both runs and the table go.")
@@ -43,23 +46,53 @@ _ROWS = (
 )
 
 
+def _config_args(lam: float) -> str:
+  args = f"lam={lam},dataset='{_DATASET.value}',data_dir='{_DATA_DIR.value}'"
+  return args + ("," + _CONFIG_ARGS.value if _CONFIG_ARGS.value else "")
+
+
+def _config(lam: float):
+  """The config the trainer will build from `_config_args(lam)`; a bad argument fails here,
+  before anything is prepared or trained."""
+  spec = importlib.util.spec_from_file_location("demo_config", _CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(_config_args(lam))
+
+
+def _read_results(path: str) -> dict:
+  try:
+    with open(path, encoding="utf-8") as f:
+      results = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); delete it to evaluate the run again.") from e
+  if not isinstance(results, dict) or "step" not in results:
+    raise ValueError(f"{path} is not a trainer's final evaluation (no 'step'); delete it to "
+                     "evaluate the run again.")
+  return results
+
+
 def _train(name: str, lam: float, workdir: str) -> tuple[dict, float]:
   run_dir = os.path.join(workdir, name)
   result_file = os.path.join(run_dir, "final_eval.json")
-  if os.path.exists(result_file):
-    print(f"[demo] {name}: already trained, reusing {result_file}", flush=True)
-    with open(result_file, encoding="utf-8") as f:
-      return json.load(f), 0.0
-  args = f"lam={lam},dataset='{_DATASET.value}',data_dir='{_DATA_DIR.value}'"
-  if _CONFIG_ARGS.value:
-    args += "," + _CONFIG_ARGS.value
-  command = [sys.executable, "-m", "luab_jax.train", f"--config={_CONFIG}:{args}",
+  config_file = os.path.join(run_dir, "config.json")
+  if os.path.exists(result_file) and os.path.exists(config_file):
+    # Reused only if trained with this very config: an incompatible one (another lambda) is
+    # refused here naming the keys; after compatible changes (more steps) the trainer resumes.
+    changes = config_schema.check_resume_compatible(
+        run_config.load_json(config_file).to_dict(), _config(lam), path=config_file)
+    if not changes:
+      print(f"[demo] {name}: already trained with this config, reusing {result_file}",
+            flush=True)
+      return _read_results(result_file), 0.0
+    print(f"[demo] {name}: trained with another config ({'; '.join(changes)}); resuming",
+          flush=True)
+  command = [sys.executable, "-m", "luab_jax.train", f"--config={_CONFIG}:{_config_args(lam)}",
              f"--workdir={run_dir}"]
   print(f"[demo] {name}: {' '.join(command)}", flush=True)
   started = time.time()
   subprocess.run(command, check=True)
-  with open(result_file, encoding="utf-8") as f:
-    return json.load(f), time.time() - started
+  return _read_results(result_file), time.time() - started
 
 
 def comparison_table(baseline: dict, luab: dict, lam: float) -> str:
@@ -73,9 +106,12 @@ def comparison_table(baseline: dict, luab: dict, lam: float) -> str:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   started = time.time()
   workdir = _WORKDIR.value
+  for lam in (0.0, _LUAB_LAMBDA.value):
+    _config(lam)  # Bad --config_args fail now, not after the dataset is prepared.
   os.makedirs(workdir, exist_ok=True)
   datasets.hide_accelerators_from_tensorflow()
 

@@ -52,9 +52,15 @@ class ResultStore:
         for number, line in enumerate(f, 1):
           if line.strip():
             try:
-              self._rows.append(json.loads(line))
+              row = json.loads(line)
             except json.JSONDecodeError as e:
               raise ValueError(f"{path}, line {number}, is not JSON ({e}); fix or delete it.") from e
+            if not (isinstance(row, dict) and isinstance(row.get("step"), int)
+                    and isinstance(row.get("evaluator"), str)
+                    and isinstance(row.get("metric"), str) and "value" in row):
+              raise ValueError(f"{path}, line {number}, is not a result row (an object with an "
+                               "integer step, evaluator, metric and value); fix or delete it.")
+            self._rows.append(row)
 
   def done(self) -> set[tuple[int, str]]:
     return {(row["step"], row["evaluator"]) for row in self._rows}

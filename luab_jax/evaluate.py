@@ -274,6 +274,18 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
   if follow and jax.process_count() > 1:
     raise ValueError("--follow runs in a single process; evaluate a multi-host run's "
                      "checkpoints after training, or follow it from one host.")
+  if poll_seconds < 0 or (follow_timeout is not None and follow_timeout < 0):
+    raise ValueError(f"--poll_seconds={poll_seconds} and --follow_timeout={follow_timeout} "
+                     "must not be negative.")
+  seen = {}
+  for workdir in workdirs:  # One run named twice (W and W/, or a link) would race itself.
+    real = os.path.realpath(workdir)
+    if real in seen:
+      raise ValueError(f"--workdir names {real} twice ({seen[real]!r} and {workdir!r}).")
+    seen[real] = workdir
+  plot_dir = plot_dir or default_plot_dir(workdirs)
+  if plots and os.path.exists(plot_dir) and not os.path.isdir(plot_dir):
+    raise NotADirectoryError(f"--plot_dir {plot_dir} is a file; the plots need a directory.")
   is_writer = jax.process_index() == 0
   setups, runs = {}, []
   for workdir, label in zip(workdirs, _labels(workdirs)):
@@ -342,7 +354,6 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
   table_rows = {r.label: r.store.rows(steps=set(r.selected), evaluators=set(r.eval_names))
                 for r in runs}
   table = eval_results.summary_table(table_rows)
-  plot_dir = plot_dir or default_plot_dir(workdirs)
   plot_paths = []
   if plots and is_writer:
     # Plots show every evaluated step of the chosen evaluators, not only this selection.

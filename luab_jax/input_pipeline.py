@@ -54,7 +54,7 @@ def batch_bytes(input_config, batch_size: int, num_points: int = 1) -> int:
 
 
 def buffer_options(input_config, *, num_workers: int, batch_size: int,
-                   num_points: int = 1) -> grain.ReadOptions:
+                   num_points: int = 1, workers_key: str = "num_workers") -> grain.ReadOptions:
   """Grain read options, with the prefetch buffer bounded by `input.ram_budget_mb`.
 
   The elements Grain buffers here are whole batches. Each of max(1, num_workers) processes
@@ -71,6 +71,10 @@ def buffer_options(input_config, *, num_workers: int, batch_size: int,
   threads = input_config.get("read_threads", 4)
   prefetch = input_config.get("prefetch_buffer", 64)
   budget_mb = input_config.get("ram_budget_mb", None)
+  for key, value in ((workers_key, num_workers), ("read_threads", threads),
+                     ("prefetch_buffer", prefetch)):
+    if value < 0:  # Grain would take some as 0 or fail without naming the key.
+      raise ValueError(f"config.input.{key}={value} must not be negative.")
   if budget_mb is not None:
     processes = max(1, num_workers)
     batch_mb = batch_bytes(input_config, batch_size, num_points) / 2 ** 20
@@ -211,5 +215,5 @@ def make_eval_dataset(source, transform: transforms.EvalTransform, input_config,
   num_workers = input_config.get("eval_num_workers", 0)
   ds = ds.to_iter_dataset(eval_read_options(
       buffer_options(input_config, num_workers=num_workers, batch_size=per_process_batch_size,
-                     num_points=transform.num_points)))
+                     num_points=transform.num_points, workers_key="eval_num_workers")))
   return _maybe_prefetch(ds, num_workers), num_batches

@@ -18,8 +18,21 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def check_config(config) -> None:
+  """Values optax would take and train wrongly with (a negative rate ascends the loss, a
+  negative clipping norm flips the gradient), named as `config.optax.KEY`."""
+  bounds = {"lr": (0, None), "lr_min_ratio": (0, 1), "weight_decay": (0, None),
+            "grad_clip_norm": (0, None), "b1": (0, 1), "b2": (0, 1)}
+  for key, (low, high) in bounds.items():
+    value = config.get(key)
+    if value is not None and not (value >= low and (high is None or value <= high)):
+      raise ValueError(f"config.optax.{key}={value} must be "
+                       + (f"in [{low}, {high}]." if high is not None else f">= {low}."))
+
+
 def make_optimizer(config, total_steps: int, warmup_steps: int):
   """Returns (optax transformation, learning-rate schedule)."""
+  check_config(config)
   schedule = make_schedule(config, total_steps, warmup_steps)
   chain = []
   if config.get("grad_clip_norm"):

@@ -146,7 +146,13 @@ def _tp_spec(name, shape, dim_text: str, mesh: Mesh, min_size_bytes: int, itemsi
 
 def infer_shardings(tree, rules, mesh: Mesh, *, fsdp_min_size_mb: float = 4.0):
   """NamedShardings for every leaf of `tree` (arrays or ShapeDtypeStructs) from regex rules."""
-  compiled = [(re.compile(pattern), rule) for pattern, rule in rules]
+  compiled = []
+  for pattern, rule in rules:
+    try:
+      compiled.append((re.compile(pattern), rule))
+    except re.error as e:
+      raise ValueError(f"config.sharding_rules: {pattern!r} is not a regular expression "
+                       f"({e}).") from e
   min_size_bytes = int(fsdp_min_size_mb * 2**20)
 
   def for_leaf(path, leaf):

@@ -86,6 +86,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      "'softmax' or 'sigmoid'.")
   if config.batch_size <= 0:
     raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
+  if config.get("keep_ckpts") is not None and config.keep_ckpts < 1:
+    # Orbax's max_to_keep=0 deletes every checkpoint it writes.
+    raise ValueError(f"config.keep_ckpts={config.keep_ckpts} must be at least 1.")
+  if config.model.get("image_size", config.input.image_size) != config.input.image_size:
+    raise ValueError(f"config.input.image_size={config.input.image_size} (the crops) differs "
+                     f"from config.model.image_size={config.model.image_size} (the ViT's).")
+  optim.check_config(config.optax)
   if not 0 <= config.loss.get("label_smoothing", 0.0) < 1:
     raise ValueError(f"config.loss.label_smoothing={config.loss.label_smoothing} must be in "
                      "[0, 1).")
@@ -119,9 +126,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """(Re)writes config.json once the run has passed its start-up checks, so that a config
-  that fails them does not lock the work directory; atomically, since a kill mid-write must
-  not leave a config.json that blocks resuming."""
+  """(Re)writes config.json (after the first step: see the loop); atomically, since a kill
+  mid-write must not leave a config.json that blocks resuming."""
   if jax.process_index() == 0:
     path = os.path.join(workdir, "config.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -287,7 +293,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        f"its evaluator: {reported}.")
     logging.info("config.best_metric=%r is reported by evaluator %s (checked on the initial "
                  "model in %.1fs).", config.best_metric, name, time.time() - started)
-  write_config(config, workdir)  # The start-up checks have passed.
 
   # ------------------------------------------------------------------ Loop.
   logging.info("Training steps %d..%d (warmup %d, log every %d, checkpoint every %d).",
@@ -325,6 +330,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           jax.block_until_ready(metrics)
           logging.info("First training step (%d) done, %.1f s after the process started.",
                        step, _process_age())
+          # Only now, before any checkpoint: a config that fails its start (checks, tracing,
+          # the first batch) does not make the work directory its own.
+          write_config(config, workdir)
         progress(step)
 
         if step % log_steps == 0 or step == total_steps:
@@ -375,9 +383,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                "command again to resume.")
     logging.warning(message)
     raise preemption.Preempted(preempt.exit_code, message)
+  if step == first_step:  # A finished run started again: record its (compatible) config.
+    write_config(config, workdir)
   if last_results and jax.process_index() == 0:
-    with open(os.path.join(workdir, "final_eval.json"), "w", encoding="utf-8") as f:
+    path = os.path.join(workdir, "final_eval.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:  # Whole or absent, never truncated.
       json.dump({"step": step, **last_results}, f, indent=2)
+    os.replace(path + ".tmp", path)
   return last_results
 
 

@@ -200,6 +200,13 @@ def test_clear_errors(runs, tmp_path, tiny_data_dir):
     evaluate.run([str(baseline)], checkpoints="2", follow=True)
   with pytest.raises(FileNotFoundError, match="config.json does not exist"):
     evaluate.run([str(tmp_path)])
+  with pytest.raises(ValueError, match="names .*baseline twice"):
+    evaluate.run([str(baseline), str(baseline) + "/"])
+  with pytest.raises(ValueError, match="--poll_seconds=-1"):
+    evaluate.run([str(baseline)], follow=True, poll_seconds=-1)
+  (tmp_path / "plots_file").write_text("", encoding="utf-8")
+  with pytest.raises(NotADirectoryError, match="plots_file is a file"):
+    evaluate.run([str(baseline)], plot_dir=str(tmp_path / "plots_file"))
   assert evaluate.parse_mesh("data:-1,fsdp:2") == (("data", -1), ("fsdp", 2))
 
 
@@ -214,3 +221,13 @@ def test_damaged_checkpoint_is_an_error_naming_its_step(runs, tmp_path):
   with pytest.raises(RuntimeError, match=r"Checkpoint 4 of .*baseline \(checkpoints\) could "
                      "not be restored"):
     evaluate.run([str(baseline)], checkpoints="4")
+
+
+def test_result_rows_of_the_wrong_shape_are_named(runs, tmp_path):
+  baseline, _ = _copy(runs, tmp_path)
+  path = baseline / "eval" / eval_results.JSONL
+  path.parent.mkdir(exist_ok=True)
+  for line in ('{"foo": 1}', "[1, 2]", '{"step": "3", "evaluator": "cls", "metric": "m", "value": 1}'):
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 1, is not a result row"):
+      eval_results.ResultStore(str(baseline))

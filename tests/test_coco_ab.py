@@ -81,6 +81,11 @@ def test_instances_with_other_categories_are_rejected():
     cr.parse_instances(data, "x.json")
   with pytest.raises(ValueError, match="not a COCO instances file"):
     cr.parse_instances([], "x.json")
+  for key in ("images", "annotations"):
+    data = _load("annotations/instances_val2014.json")
+    data[key] = None
+    with pytest.raises(ValueError, match=f"x.json: '{key}' is a NoneType, not a list"):
+      cr.parse_instances(data, "x.json")
 
 
 # ---------------------------------------------------------------------------------------------

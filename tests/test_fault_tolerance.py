@@ -340,6 +340,15 @@ def test_missing_data_dir_and_indivisible_batch_fail_before_compiling(tmp_path):
     ({"input.crop_scale": (1.5, 0.2)}, r"config.input.crop_scale=\(1.5, 0.2\)"),
     ({"input.crop_ratio": (0.0, 1.0)}, r"config.input.crop_ratio=\(0.0, 1.0\)"),
     ({"loss.label_smoothing": 5.0}, r"config.loss.label_smoothing=5.0 must be in \[0, 1\)"),
+    ({"keep_ckpts": 0}, r"config.keep_ckpts=0 must be at least 1"),
+    ({"input.image_size": 40},
+     r"config.input.image_size=40 \(the crops\) differs from config.model.image_size=32"),
+    ({"optax.lr": -1.0}, r"config.optax.lr=-1.0 must be >= 0"),
+    ({"optax.grad_clip_norm": -1.0}, r"config.optax.grad_clip_norm=-1.0 must be >= 0"),
+    ({"evals.bgc.every_steps": -2}, r"config.evals.bgc.every_steps=-2"),
+    ({"input.eval_crop_fraction": 1.5}, r"config.input.eval_crop_fraction=1.5"),
+    # Found only by the first batch (the records have one point each): still no config.json.
+    ({"model.num_points": 2}, r"num_points"),
 ])
 def test_bad_values_fail_at_start_and_leave_the_workdir_usable(tiny_data_dir, tmp_path,
                                                                overrides, message):

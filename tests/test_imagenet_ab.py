@@ -457,3 +457,22 @@ def test_hiding_accelerators_from_tensorflow_needs_no_tensorflow(monkeypatch):
                       lambda name, *args: None if name == "tensorflow" else find_spec(name, *args))
   monkeypatch.setitem(sys.modules, "tensorflow", None)  # Any `import tensorflow` now fails.
   core.hide_accelerators_from_tensorflow()
+
+
+def test_images_of_another_class_and_empty_classes_are_reported(tmp_path):
+  """An image filed under another wnid would train with the folder's label: skipped, counted;
+  a class folder without files is named in the report."""
+  images, empty = tmp_path / "train" / "n00000001", tmp_path / "train" / "n00000002"
+  images.mkdir(parents=True)
+  empty.mkdir()
+  for stem in ("n00000001_1", "n00000002_7"):
+    with Image.new("RGB", (8, 8)) as image:
+      image.save(images / f"{stem}.JPEG")
+  report = preparation.PrepareReport()
+  unit = iab.ClassUnit("n00000001", 0, iab.ImageFolder(str(images)),
+                       iab.XmlFolder(str(tmp_path / "none")))
+  assert [stem for stem, _ in iab.class_examples(unit, "train", report)] == ["n00000001_1"]
+  unit = iab.ClassUnit("n00000002", 1, iab.ImageFolder(str(empty)),
+                       iab.XmlFolder(str(tmp_path / "none")))
+  assert not list(iab.class_examples(unit, "train", report))
+  assert report.skipped == {f"train:{iab.FOREIGN_IMAGE}": 1, f"train:{iab.EMPTY_CLASS}": 1}

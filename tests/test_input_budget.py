@@ -49,6 +49,15 @@ def test_budget_too_small_for_one_batch_per_worker_names_the_key():
                                   batch_size=256)
 
 
+def test_negative_reading_options_name_their_key():
+  for overrides, workers, key in ((dict(read_threads=-1), 0, "read_threads=-1"),
+                                  (dict(prefetch_buffer=-2), 0, "prefetch_buffer=-2"),
+                                  ({}, -1, "eval_num_workers=-1")):
+    with pytest.raises(ValueError, match=rf"config\.input\.{key} must not be negative"):
+      input_pipeline.buffer_options(_input(**overrides), num_workers=workers, batch_size=8,
+                                    workers_key="eval_num_workers")
+
+
 def test_train_dataset_runs_under_a_tight_budget():
   rng = np.random.default_rng(0)
   records = [{"image": rng.integers(0, 255, (20, 24, 3), dtype=np.uint8), "label": i % 3,

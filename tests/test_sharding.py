@@ -68,3 +68,10 @@ def test_batch_size_names_the_batch_axes():
   assert sharding.check_batch_size(12, mesh) == 12
   with pytest.raises(ValueError, match=r"config.batch_size=10 .* 4 devices .*data=2 x fsdp=2"):
     sharding.check_batch_size(10, mesh)
+
+
+def test_a_rule_that_is_not_a_regex_names_the_key():
+  mesh = sharding.make_mesh([("data", -1)], jax.devices()[:1])
+  with pytest.raises(ValueError, match=r"config.sharding_rules: '\(unclosed' is not a regular"):
+    sharding.infer_shardings({"w": jax.ShapeDtypeStruct((4, 4), "float32")},
+                                 [("(unclosed", "fsdp"), (".*", "replicate")], mesh)

@@ -193,6 +193,9 @@ def eval_data(fns: ModelFns, name: str, source, input_config, *, batch_size: int
               keep_keys=(), label_key="label", label_set_key=None, box_key=None,
               max_boxes: int = 1) -> EvalData:
   """EvalData with the run's evaluation crop (`input.image_size`, `input.eval_crop_fraction`)."""
+  if not 0 < input_config.eval_crop_fraction <= 1:
+    raise ValueError(f"config.input.eval_crop_fraction={input_config.eval_crop_fraction}: the "
+                     "central crop's share of the shorter side, in (0, 1].")
   transform = transforms.EvalTransform(
       image_size=input_config.image_size, crop_fraction=input_config.eval_crop_fraction,
       resize_method=input_config.get("eval_resize_method",
@@ -299,6 +302,10 @@ def check_config_keys(evals_config) -> None:
     known = {p for p in params if p not in _JOB_ARGS} | set(_SCHEDULE_KEYS)
     unknown += [f"config.evals.{name}.{key} (type {cfg['type']!r} takes {sorted(known)})"
                 for key in cfg.keys() if key not in known]
+    every = cfg.get("every_steps")
+    if every is not None and (not isinstance(every, int) or every <= 0):
+      raise ValueError(f"config.evals.{name}.every_steps={every!r}: a positive number of steps, "
+                       "or None for the end of training only.")
   if unknown:
     raise ValueError(f"Unknown evaluator config keys: {'; '.join(unknown)}.")
 

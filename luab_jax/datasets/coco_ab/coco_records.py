@@ -174,6 +174,9 @@ def parse_instances(data: Any, path: str) -> tuple[dict[int, CocoImage], list[No
                                                                "categories")):
     raise ValueError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and "
                      "'categories').")
+  for key in ("images", "annotations"):
+    if not isinstance(data[key], list):
+      raise ValueError(f"{path}: '{key}' is a {type(data[key]).__name__}, not a list.")
   check_categories(data["categories"], path)
   notes = []
   images = {}

@@ -108,6 +108,8 @@ NOT_AN_XML = "xml: file name without .xml extension, skipped"
 XML_WITHOUT_IMAGE = "xml: no image with this stem, skipped"
 XML_OUTSIDE_CLASS = "xml: tarball member outside a <wnid>/ folder, skipped"
 UNREADABLE_CLASS_TAR = "image: class tar unreadable, the rest of the class skipped"
+FOREIGN_IMAGE = "image: stem does not start with its folder's wnid (filed in another class), skipped"
+EMPTY_CLASS = "class: its image folder or tar holds no files"
 UNREADABLE_IMAGE_FILE = "image: file unreadable (dangling link, directory, permissions), skipped"
 UNREADABLE_XML_FILE = "xml: file unreadable (dangling link, directory, permissions), skipped"
 
@@ -386,11 +388,17 @@ def xml_sources(manual_dir: str, wnids, cache_root: str, split: str,
 
 def _class_images(unit: ClassUnit, split: str,
                   report: preparation.PrepareReport) -> Iterator[tuple[str, bytes]]:
+  count = 0
   try:
-    yield from unit.images.files()
+    for item in unit.images.files():
+      count += 1
+      yield item
   except tarfile.TarError as e:
     logging.error("imagenet_ab: %s in %s: %s", unit.images.member, unit.images.tar_path, e)
     report.skip(split, UNREADABLE_CLASS_TAR, f"{unit.images.tar_path}:{unit.images.member}")
+    return
+  if not count:  # A class that adds nothing must still show in the report.
+    report.skip(split, EMPTY_CLASS, unit.wnid)
 
 
 def _class_xmls(unit: ClassUnit, split: str,
@@ -441,6 +449,9 @@ def class_examples(unit: ClassUnit, split: str,
       continue
     if ext.lower() not in IMAGE_EXTENSIONS:
       report.skip(split, NOT_AN_IMAGE, name)
+      continue
+    if not stem.startswith(unit.wnid + "_"):  # Its label would be the folder's, not its own.
+      report.skip(split, FOREIGN_IMAGE, name)
       continue
     if stem in stems:
       report.skip(split, DUPLICATE_IMAGE, name)
