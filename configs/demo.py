@@ -110,10 +110,10 @@ def get_config(arg=None):
   config.optax = dict(lr=1e-3, lr_min_ratio=0.01, weight_decay=0.05, grad_clip_norm=1.0,
                       b1=0.9, b2=0.999)
 
-  config.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]
+  config.mesh = (("data", -1), ("fsdp", 1), ("model", 1))  # Tuples: --config.mesh can set them.
   # Tensor parallel attention/MLP kernels over "model", FSDP over "fsdp" for the rest; both
   # are no-ops at size 1, and the tests run this config on 8x1x1 ... 2x2x2 meshes.
-  config.sharding_rules = [*vit.TENSOR_PARALLEL_RULES, (".*", "fsdp")]
+  config.sharding_rules = (*vit.TENSOR_PARALLEL_RULES, (".*", "fsdp"))
   config.fsdp_min_size_mb = 4.0
 
   config.evals = ml_collections.ConfigDict()

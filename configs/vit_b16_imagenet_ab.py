@@ -4,9 +4,9 @@ LUAB (lam > 0) or the baseline (lam=0), evaluated on ImageNet val. Prepare the d
 (README, "Real data"), then on a pod slice (launch/README section of the README):
 
   python -m luab_jax.train --config configs/vit_b16_imagenet_ab.py:lam=1 \
-      --workdir gs://BUCKET/luab/vit_b16_lam1
+      --workdir /mnt/BUCKET/luab/vit_b16_lam1
   python -m luab_jax.train --config configs/vit_b16_imagenet_ab.py:lam=0 \
-      --workdir gs://BUCKET/luab/vit_b16_baseline
+      --workdir /mnt/BUCKET/luab/vit_b16_baseline
 
 Larger slices: shard parameters and optimizer state too (FSDP), and/or split attention heads
 and MLP units over a tensor-parallel "model" axis, e.g.
@@ -93,7 +93,7 @@ def get_config(arg=None):
   # Attention and MLP kernels split over "model" (tensor parallel; nothing while its size is 1)
   # and, like every tensor larger than fsdp_min_size_mb, over "fsdp" (nothing while its size is
   # 1); small ones (biases, norms) stay replicated.
-  config.sharding_rules = [*vit.TENSOR_PARALLEL_RULES, (".*", "fsdp")]
+  config.sharding_rules = (*vit.TENSOR_PARALLEL_RULES, (".*", "fsdp"))
   config.fsdp_min_size_mb = 4.0
   if not args.runlocal:
     # Present so that --config.model.remat=full / --config.model.scan_layers=True override them.

@@ -110,8 +110,8 @@ def get_config(arg=None):
   config.optax = dict(lr=5e-4 * args.batch_size / 512, lr_min_ratio=0.01, weight_decay=0.05,
                       grad_clip_norm=1.0, b1=0.9, b2=0.999)
 
-  config.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]
-  config.sharding_rules = [(".*", "replicate")]
+  config.mesh = (("data", -1), ("fsdp", 1), ("model", 1))  # Tuples: --config.mesh can set them.
+  config.sharding_rules = ((".*", "replicate"),)
 
   config.evals = ml_collections.ConfigDict()
   config.evals.val = dict(type="multilabel", dataset="coco_ab/2014", split="validation",

@@ -3,9 +3,9 @@
 Prepare the data once (README, "Real data"), then:
 
   python -m luab_jax.train --config configs/vit_s16_imagenet_ab.py:lam=1 \
-      --workdir gs://BUCKET/luab/vit_s16_lam1
+      --workdir /mnt/BUCKET/luab/vit_s16_lam1
   python -m luab_jax.train --config configs/vit_s16_imagenet_ab.py:lam=0 \
-      --workdir gs://BUCKET/luab/vit_s16_baseline
+      --workdir /mnt/BUCKET/luab/vit_s16_baseline
 
 Small local mode, on the test fixture (a handful of photographs; seconds on a CPU):
 
@@ -116,9 +116,9 @@ def get_config(arg=None):
   config.optax = dict(lr=1e-3 * args.batch_size / 1024, lr_min_ratio=0.01, weight_decay=0.05,
                       grad_clip_norm=1.0, b1=0.9, b2=0.999)
 
-  config.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]
+  config.mesh = (("data", -1), ("fsdp", 1), ("model", 1))  # Tuples: --config.mesh can set them.
   # ViT-S is small (22M parameters): replicating it is cheapest. See vit_b16 for FSDP.
-  config.sharding_rules = [(".*", "replicate")]
+  config.sharding_rules = ((".*", "replicate"),)
 
   config.evals = ml_collections.ConfigDict()
   config.evals.val = dict(type="classification", dataset="imagenet2012", split="validation",

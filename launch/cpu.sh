@@ -8,6 +8,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export JAX_PLATFORMS=cpu
 if [ -n "${LUAB_CPU_DEVICES:-}" ]; then
+  if ! [[ "$LUAB_CPU_DEVICES" =~ ^[1-9][0-9]*$ ]]; then
+    echo "LUAB_CPU_DEVICES=$LUAB_CPU_DEVICES: a positive number of simulated devices." >&2
+    exit 2
+  fi
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$LUAB_CPU_DEVICES"
 fi
 exec python -m luab_jax.train "$@"

@@ -7,14 +7,16 @@
 #   bash launch/tpu_pod.sh create              # reuses the TPU VM if it exists
 #   bash launch/tpu_pod.sh setup               # copies this checkout, installs the venv
 #   bash launch/tpu_pod.sh run --config configs/vit_b16_imagenet_ab.py:lam=1 \
-#       --workdir gs://BUCKET/luab/b16_lam1    # starts on all workers, then streams worker 0
+#       --workdir /mnt/BUCKET/luab/b16_lam1    # starts on all workers, then streams worker 0
 #   bash launch/tpu_pod.sh logs [WORKER]       # stream a worker's log again (default 0)
 #   bash launch/tpu_pod.sh stop                # stops the trainer on every worker
 #   bash launch/tpu_pod.sh delete              # deletes the TPU VM (billing stops)
 #
 # Every worker runs the trainer with LUAB_DISTRIBUTED=auto: jax.distributed.initialize() learns
 # the coordinator and the process ids from the TPU metadata (luab_jax/distributed.py). The
-# work directory and the data must be where all workers see them (a GCS bucket, or gcsfuse).
+# work directory and the data must be paths all workers see: mount the bucket on every worker
+# (e.g. `gcsfuse --implicit-dirs BUCKET /mnt/BUCKET`); a gs:// URL is refused, since the trainer
+# writes its work directory with local file I/O (luab_jax/workdir.py).
 set -euo pipefail
 : "${LUAB_TPU_NAME:?set LUAB_TPU_NAME}" "${LUAB_TPU_ZONE:?set LUAB_TPU_ZONE}"
 remote_dir="luab_jax"  # Under each worker's home directory.

@@ -55,7 +55,11 @@ def enable(path: str | None) -> None:
   if path == jax.config.jax_compilation_cache_dir:
     return
   if path is not None and "://" not in path:
-    os.makedirs(path, exist_ok=True)
+    try:
+      os.makedirs(path, exist_ok=True)
+    except OSError as e:
+      raise OSError(f"config.compilation_cache_dir (or the work directory's cache) {path!r}: "
+                    f"{e}") from e
   jax.config.update("jax_compilation_cache_dir", path)
   jax_cache.reset_cache()
 

@@ -106,6 +106,8 @@ def chip(topology: str) -> str:
 def _accelerator_type(topology: str) -> str:
   """"v5e:4x4" -> "v5litepod-16": Cloud TPU's name, which libtpu wants in TPU_ACCELERATOR_TYPE."""
   generation, _, dims = topology.partition(":")
+  if not all(dim.isdigit() and int(dim) > 0 for dim in dims.split("x")):
+    raise ValueError(f"--topology={topology!r}: expected GENERATION:AxB[xC], e.g. 'v5e:4x4'.")
   chips = 1
   for dim in dims.split("x"):
     chips *= int(dim)

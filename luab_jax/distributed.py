@@ -71,7 +71,11 @@ def initialize_args(environ=None) -> dict | None:
                      f"{num_processes}).")
   args = dict(coordinator_address=address, num_processes=num_processes, process_id=process_id)
   if environ.get("LUAB_LOCAL_DEVICE_IDS"):
-    args["local_device_ids"] = [int(i) for i in environ["LUAB_LOCAL_DEVICE_IDS"].split(",")]
+    ids = environ["LUAB_LOCAL_DEVICE_IDS"].split(",")
+    if not all(i.strip().isdigit() for i in ids):
+      raise ValueError(f"LUAB_LOCAL_DEVICE_IDS={environ['LUAB_LOCAL_DEVICE_IDS']!r} must be "
+                       "comma-separated device numbers, e.g. 0,1.")
+    args["local_device_ids"] = [int(i) for i in ids]
   return args
 
 
@@ -80,7 +84,9 @@ def initialize(environ=None) -> None:
   args = initialize_args(environ)
   if args is None:
     return
-  logging.info("jax.distributed.initialize(%s)",
+  logging.info("jax.distributed.initialize(%s): waits until every process of the job has "
+               "connected (a process missing, or two with one LUAB_PROCESS_ID, ends in JAX's "
+               "timeout, minutes later).",
                ", ".join(f"{k}={v!r}" for k, v in args.items()) or "cluster auto-detection")
   jax.distributed.initialize(**args)
   logging.info("Process %d of %d; %d local and %d global devices.", jax.process_index(),

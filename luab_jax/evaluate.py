@@ -57,6 +57,7 @@ from luab_jax import eval_results
 from luab_jax import run_config
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
+from luab_jax import workdir as workdir_lib
 from luab_jax import xla_flags
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
@@ -279,6 +280,7 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
                      "must not be negative.")
   seen = {}
   for workdir in workdirs:  # One run named twice (W and W/, or a link) would race itself.
+    workdir_lib.check_local(workdir)
     real = os.path.realpath(workdir)
     if real in seen:
       raise ValueError(f"--workdir names {real} twice ({seen[real]!r} and {workdir!r}).")

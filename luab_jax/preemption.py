@@ -73,7 +73,9 @@ class Preemption:
   def _handle(self, signum, frame):
     del frame
     if self.signum is not None:  # Second signal: give up on the graceful stop.
-      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      previous = self._previous.get(signum, signal.SIG_DFL)
+      # A process started in the background inherits SIGINT ignored: the default ends it.
+      signal.signal(signum, signal.SIG_DFL if previous == signal.SIG_IGN else previous)
       signal.raise_signal(signum)
       return
     self.signum = signum

@@ -19,6 +19,7 @@ EMA, the evaluators, the best checkpoint (`checkpoints_best/`) and `final_eval.j
 EMA parameters; `checkpoints/` holds both.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -48,6 +50,7 @@ from luab_jax import run_config
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
 from luab_jax import train_step as train_step_lib
+from luab_jax import workdir as workdir_lib
 from luab_jax import xla_flags
 from luab_jax.datasets import core as datasets
 from luab_jax.evaluators import common as evaluators
@@ -96,6 +99,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= config.loss.get("label_smoothing", 0.0) < 1:
     raise ValueError(f"config.loss.label_smoothing={config.loss.label_smoothing} must be in "
                      "[0, 1).")
+  if len(config.input.crop_scale) != 2 or len(config.input.crop_ratio) != 2:
+    raise ValueError(f"config.input.crop_scale={tuple(config.input.crop_scale)} and "
+                     f"config.input.crop_ratio={tuple(config.input.crop_ratio)}: two values each.")
   low, high = config.input.crop_scale
   if not 0 < low <= high <= 1:
     raise ValueError(f"config.input.crop_scale={tuple(config.input.crop_scale)}: the crop's "
@@ -123,6 +129,20 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       checkpointing.checkpoint_dir(workdir)):
     raise FileNotFoundError(f"{workdir} has checkpoints but no config.json to check this config "
                             f"against; restore {path} or use a new --workdir.")
+
+
+def check_same_job(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Every process of a job must train one config in one work directory: a process given
+  another seed would silently train another model, one given another step count would hang
+  the others at a collective. Compared as digests gathered from every process."""
+  text = config.to_json_best_effort(sort_keys=True) + "\n" + os.path.abspath(workdir)
+  digest = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest()[:16], np.uint32)
+  digests = np.asarray(multihost_utils.process_allgather(digest))
+  differ = [p for p in range(len(digests)) if not np.array_equal(digests[p], digests[0])]
+  if differ:
+    raise ValueError(f"Processes {differ} of this job were given another config or --workdir "
+                     f"than process 0 (this is process {jax.process_index()}); start every "
+                     "process with the same command line.")
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -171,7 +191,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   # ------------------------------------------------------------------ Setup.
   validate_config(config)
+  workdir_lib.check_local(workdir)
+  if jax.process_count() > 1:
+    check_same_job(config, workdir)
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with workdir_lib.Lock(workdir):
+      return _train_and_evaluate(config, workdir, stop_at_step=stop_at_step, devices=devices)
+  return _train_and_evaluate(config, workdir, stop_at_step=stop_at_step, devices=devices)
+
+
+def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
   check_workdir(config, workdir)
   compilation_cache.setup(config, workdir)  # Before anything compiles.
   writer = metric_logs.create_writer(workdir)
@@ -385,6 +415,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise preemption.Preempted(preempt.exit_code, message)
   if step == first_step:  # A finished run started again: record its (compatible) config.
     write_config(config, workdir)
+    if step >= total_steps and not os.path.exists(os.path.join(workdir, "final_eval.json")):
+      # Its final evaluation was interrupted (or the evaluators changed): run it now.
+      last_results = run_evals(step, list(evals))
   if last_results and jax.process_index() == 0:
     path = os.path.join(workdir, "final_eval.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:  # Whole or absent, never truncated.
@@ -398,6 +431,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if flags.FLAGS.workdir is None:
     raise app.UsageError("--workdir is required.")
+  if flags.FLAGS.config is None:
+    raise app.UsageError("--config is required, e.g. --config configs/demo.py:lam=4.")
   xla_flags.set_defaults()  # Before JAX starts a backend.
   distributed.initialize()  # Multi-host jobs: from LUAB_* variables, see distributed.py.
   datasets.hide_accelerators_from_tensorflow()

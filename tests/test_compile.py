@@ -44,3 +44,6 @@ def test_compiles_for_v5e_2x2_and_reports(tiny_data_dir, options):
 def test_unknown_generation_names_the_flag():
   with pytest.raises(ValueError, match="--topology='v9x:2x2'"):
     compile_lib.chip("v9x:2x2")
+  for topology in ("v5e", "v5e:2xa", "v5e:0x2"):
+    with pytest.raises(ValueError, match=f"--topology='{topology}': expected GENERATION:AxB"):
+      compile_lib._accelerator_type(topology)  # pylint: disable=protected-access

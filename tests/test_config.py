@@ -160,3 +160,10 @@ def test_resume_treats_a_key_declared_at_none_as_the_same_as_a_missing_one():
   assert config_schema.check_resume_compatible(older, config, path="x") == []
   with pytest.raises(ValueError, match="config.ema_decay: 0.999 -> None"):
     config_schema.check_resume_compatible({**older, "ema_decay": 0.999}, config, path="x")
+
+
+def test_mesh_and_sharding_rules_can_be_set_on_the_command_line():
+  config = _parse(f"--config={_CONFIG}", '--config.mesh=[("data", 2), ("fsdp", 2), ("model", 2)]',
+                  '--config.sharding_rules=((".*", "replicate"),)')
+  assert config.mesh == (("data", 2), ("fsdp", 2), ("model", 2))
+  assert config.sharding_rules == ((".*", "replicate"),)

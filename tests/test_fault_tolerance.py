@@ -349,6 +349,8 @@ def test_missing_data_dir_and_indivisible_batch_fail_before_compiling(tmp_path):
     ({"input.eval_crop_fraction": 1.5}, r"config.input.eval_crop_fraction=1.5"),
     # Found only by the first batch (the records have one point each): still no config.json.
     ({"model.num_points": 2}, r"num_points"),
+    ({"input.crop_scale": (0.2, 1.0, 3.0)}, r"two values each"),
+    ({"model.attention": "cudnn"}, r"config.model.attention='cudnn' is cuDNN's attention for GPUs"),
 ])
 def test_bad_values_fail_at_start_and_leave_the_workdir_usable(tiny_data_dir, tmp_path,
                                                                overrides, message):
@@ -374,3 +376,21 @@ def test_unreadable_config_json_is_an_error_naming_it(tiny_data_dir, tmp_path):
   (tmp_path / "config.json").write_text('{"seed": 0, "dataset": "luab_sha', encoding="utf-8")
   with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
     train.train_and_evaluate(_config(tiny_data_dir), str(tmp_path))
+
+
+def test_one_trainer_per_work_directory_and_no_urls(tiny_data_dir, tmp_path):
+  from luab_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = _config(tiny_data_dir)
+  with workdir_lib.Lock(str(tmp_path)):  # Another trainer holds the work directory.
+    with pytest.raises(RuntimeError, match=rf"{tmp_path} is in use by another trainer \(pid "):
+      train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(ValueError, match="--workdir gs://bucket/run: a URL"):
+    train.train_and_evaluate(config, "gs://bucket/run")
+
+
+def test_an_interrupted_final_evaluation_is_run_again(tiny_data_dir, tmp_path):
+  config = _config(tiny_data_dir)
+  first = train.train_and_evaluate(config, str(tmp_path))
+  os.remove(tmp_path / "final_eval.json")  # As if killed during the final evaluation.
+  again = train.train_and_evaluate(_config(tiny_data_dir), str(tmp_path))
+  assert again == first and os.path.exists(tmp_path / "final_eval.json")

@@ -1,6 +1,7 @@
 """Tests of the procedural benchmark luab_shapes: renderer properties and the TFDS round trip."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -224,3 +225,10 @@ def test_dataset_names_and_classes(tiny_data_dir, tmp_path):
     core.builder("luab_shapez/tiny", str(tmp_path))
   with pytest.raises(ValueError, match="num_processes=0"):
     core.prepare("luab_shapes/tiny", str(tmp_path), num_processes=0)
+
+
+def test_data_dir_with_a_tilde_is_the_home_directory(tiny_data_dir, tmp_path, monkeypatch):
+  """TFDS would take "~/x" as a folder named "~" in the current directory."""
+  from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("HOME", os.path.dirname(tiny_data_dir))
+  assert core.num_classes("luab_shapes/tiny", "~/" + os.path.basename(tiny_data_dir)) == 4

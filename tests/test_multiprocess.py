@@ -44,7 +44,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_workers(num_processes: int, devices_per_process: int, data_dir: str, workdir: str):
+def _run_workers(num_processes: int, devices_per_process: int, data_dir: str, workdir: str,
+                 extra_args=None) -> list[str]:
+  """Runs the workers; returns the failures ("worker P exited RC: log tail"), [] if none.
+  `extra_args`: {process id: more command-line arguments}."""
   port = _free_port()
   procs = []
   for process_id in range(num_processes):
@@ -57,7 +60,7 @@ def _run_workers(num_processes: int, devices_per_process: int, data_dir: str, wo
            "--config", os.path.join(_ROOT, "configs", "demo.py:runlocal"),
            "--workdir", workdir, f"--config.data_dir={data_dir}",
            f"--config.total_steps={_STEPS}", "--config.log_training_steps=1",
-           f"--config.ckpt_steps={_STEPS}"]
+           f"--config.ckpt_steps={_STEPS}", *(extra_args or {}).get(process_id, ())]
     log = open(os.path.join(os.path.dirname(workdir), f"worker{process_id}.log"), "w")
     procs.append((subprocess.Popen(cmd, env=env, cwd=_ROOT, stdout=log,
                                    stderr=subprocess.STDOUT), log))
@@ -72,13 +75,14 @@ def _run_workers(num_processes: int, devices_per_process: int, data_dir: str, wo
     if proc.returncode:
       with open(log.name) as f:
         failed.append(f"worker {process_id} exited {proc.returncode}:\n{f.read()[-4000:]}")
-  assert not failed, "\n".join(failed)
+  return failed
 
 
 def _check_against_one_process(num_processes, devices_per_process, data_dir, tmp_path):
   workdir = str(tmp_path / "multi" / "work")
   os.makedirs(os.path.dirname(workdir))
-  _run_workers(num_processes, devices_per_process, data_dir, workdir)
+  failed = _run_workers(num_processes, devices_per_process, data_dir, workdir)
+  assert not failed, "\n".join(failed)
 
   config = _config(data_dir, total_steps=_STEPS, log_training_steps=1, ckpt_steps=_STEPS)
   config.evals = {}
@@ -109,6 +113,16 @@ def _check_against_one_process(num_processes, devices_per_process, data_dir, tmp
 
 def test_two_processes_match_one(tiny_data_dir, tmp_path):
   _check_against_one_process(2, 4, tiny_data_dir, tmp_path)
+
+
+def test_processes_given_different_configs_refuse_to_start(tiny_data_dir, tmp_path):
+  """Process 1 with another seed: both stop before training, naming the difference."""
+  workdir = str(tmp_path / "multi" / "work")
+  os.makedirs(os.path.dirname(workdir))
+  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={1: ["--config.seed=1"]})
+  assert len(failed) == 2 and all("Processes [1] of this job were given another config" in f
+                                  for f in failed), "\n".join(failed)
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
 @pytest.mark.slow
@@ -175,6 +189,8 @@ def test_distributed_arguments_from_the_environment(environ, expected):
     ({"LUAB_COORDINATOR": "h:1", "LUAB_NUM_PROCESSES": "2", "LUAB_PROCESS_ID": "2"}, r"\[0, "),
     ({"LUAB_DISTRIBUTED": "auto", "LUAB_COORDINATOR": "h:1"}, "not both"),
     ({"LUAB_DISTRIBUTED": "slurm"}, "'auto'"),
+    ({"LUAB_COORDINATOR": "h:1", "LUAB_NUM_PROCESSES": "2", "LUAB_PROCESS_ID": "0",
+      "LUAB_LOCAL_DEVICE_IDS": "a,b"}, "LUAB_LOCAL_DEVICE_IDS='a,b'"),
 ])
 def test_half_configured_distributed_start_up_is_an_error(environ, message):
   with pytest.raises(ValueError, match=message):

@@ -37,6 +37,7 @@ def _register(name: str) -> None:
 
 def builder(name: str, data_dir: str | None):
   _register(name)
+  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # TFDS takes "~" literally.
   try:
     return tfds.builder(name, data_dir=data_dir, file_format=FILE_FORMAT)
   except tfds.core.registered.DatasetNotFoundError as e:

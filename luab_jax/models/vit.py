@@ -492,6 +492,9 @@ class SelfAttention(nnx.Module):
   def __call__(self, x):
     x = x.astype(self.dtype)
     if self.implementation == "cudnn":
+      if _platform() != "gpu":
+        raise ValueError(f"config.model.attention='cudnn' is cuDNN's attention for GPUs; this "
+                         f"program is for {_platform()}. Use 'xla' (or 'cpu_fused' on CPU).")
       q, k, v = (constrain(self._project(p, x, heads_first=False),
                            ("batch", "length", "heads", "head_dim"))
                  for p in (self.query, self.key, self.value))
