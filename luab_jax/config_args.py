@@ -39,5 +39,10 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       raise ValueError(f"Config argument {key!r} expects True/False, got {raw!r}.")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+      value = raw.strip()  # A name that reads as a number, e.g. dataset=123.
+    if default is not None and not isinstance(value, type(default)):
+      raise ValueError(f"Config argument {key!r} expects a {type(default).__name__} (default "
+                       f"{default!r}), got {raw!r}.")
     parsed[key] = value
   return parsed

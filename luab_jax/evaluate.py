@@ -280,7 +280,7 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
                      "must not be negative.")
   seen = {}
   for workdir in workdirs:  # One run named twice (W and W/, or a link) would race itself.
-    workdir_lib.check_local(workdir)
+    workdir_lib.check_path(workdir)
     real = os.path.realpath(workdir)
     if real in seen:
       raise ValueError(f"--workdir names {real} twice ({seen[real]!r} and {workdir!r}).")

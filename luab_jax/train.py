@@ -191,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   # ------------------------------------------------------------------ Setup.
   validate_config(config)
-  workdir_lib.check_local(workdir)
+  workdir_lib.check_path(workdir)
   if jax.process_count() > 1:
     check_same_job(config, workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -231,6 +231,9 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
     raise ValueError("Set config.total_steps or config.total_epochs.")
   warmup_steps = durations.steps("warmup", config, num_examples=num_train,
                                  batch_size=config.batch_size, total_steps=total_steps, default=0)
+  if warmup_steps >= total_steps:
+    logging.warning("The warmup (%d steps) is not shorter than training (%d steps): the "
+                    "learning rate never reaches config.optax.lr.", warmup_steps, total_steps)
   log_steps = durations.steps("log_training", config, num_examples=num_train,
                               batch_size=config.batch_size, total_steps=total_steps, default=50,
                               positive=True)

@@ -22,12 +22,15 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 LOCK_FILE = ".lock"
 
 
-def check_local(path: str, *, flag: str = "--workdir") -> None:
+def check_path(path: str, *, flag: str = "--workdir") -> None:
+  """A local path (module docstring), and a directory if it exists."""
   if _URL.match(path):
     raise ValueError(
         f"{flag} {path}: a URL. The work directory must be a path that every process of the "
         "job sees (local, or a bucket mounted on every host, e.g. with gcsfuse): the trainer "
         "and the evaluator write it with local file I/O.")
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise NotADirectoryError(f"{flag} {path} is a file, not a directory.")
 
 
 class Lock:

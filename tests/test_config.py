@@ -41,6 +41,14 @@ def test_unknown_config_argument_is_an_error_naming_it():
     config_args.parse_arg("lamda=1", lam=1.0, runlocal=False)
 
 
+def test_config_arguments_of_another_type_are_refused():
+  for arg, message in (("lam=None", "'lam' expects a float"), ("steps=8.5", "'steps' expects a int"),
+                       ("steps=[1]", "'steps' expects a int")):
+    with pytest.raises(ValueError, match=message):
+      config_args.parse_arg(arg, lam=1.0, steps=800, dataset="x")
+  assert config_args.parse_arg("dataset=123", lam=1.0, steps=800, dataset="x").dataset == "123"
+
+
 def test_config_argument_types():
   args = config_args.parse_arg("lam=1,runlocal,variant=B/16", lam=0.5, runlocal=False,
                                variant="S/16")

@@ -351,6 +351,7 @@ def test_missing_data_dir_and_indivisible_batch_fail_before_compiling(tmp_path):
     ({"model.num_points": 2}, r"num_points"),
     ({"input.crop_scale": (0.2, 1.0, 3.0)}, r"two values each"),
     ({"model.attention": "cudnn"}, r"config.model.attention='cudnn' is cuDNN's attention for GPUs"),
+    ({"train_split": "train[:0]"}, r"Split 'train\[:0\]' of dataset 'luab_shapes/tiny' selects no"),
 ])
 def test_bad_values_fail_at_start_and_leave_the_workdir_usable(tiny_data_dir, tmp_path,
                                                                overrides, message):
@@ -386,6 +387,9 @@ def test_one_trainer_per_work_directory_and_no_urls(tiny_data_dir, tmp_path):
       train.train_and_evaluate(config, str(tmp_path))
   with pytest.raises(ValueError, match="--workdir gs://bucket/run: a URL"):
     train.train_and_evaluate(config, "gs://bucket/run")
+  (tmp_path / "a_file").write_text("", encoding="utf-8")
+  with pytest.raises(NotADirectoryError, match="a_file is a file, not a directory"):
+    train.train_and_evaluate(config, str(tmp_path / "a_file"))
 
 
 def test_an_interrupted_final_evaluation_is_run_again(tiny_data_dir, tmp_path):

@@ -200,6 +200,8 @@ def get_source(name: str, split: str, data_dir: str | None, *,
   if split.split("[")[0] not in b.info.splits:
     raise ValueError(f"Dataset {name!r} has no split {split!r}; it has "
                      f"{sorted(b.info.splits.keys())}.")
+  if b.info.splits[split].num_examples == 0:  # array_record's own error names nothing.
+    raise ValueError(f"Split {split!r} of dataset {name!r} selects no examples.")
   # Images stay encoded in the source and are decoded inside the Grain workers (pp/image_ops.py:
   # libjpeg-turbo, PIL): TFDS would otherwise decode every image with TensorFlow in the reading
   # thread.
