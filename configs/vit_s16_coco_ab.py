@@ -35,6 +35,7 @@ Expected runtime: not measured. Compute: 27.6 GFLOP per image per step x 82,783 
 import ml_collections
 
 from luab_jax import config_args
+from luab_jax import config_schema
 
 
 def get_config(arg=None):
@@ -73,19 +74,9 @@ def get_config(arg=None):
   config.log_training_steps = 100
   config.ckpt_steps = 2000
   config.keep_ckpts = 3
-  # None: WORKDIR/compilation_cache, so that a resumed run does not compile again; "": off
-  # (luab_jax/compilation_cache.py). A str-typed None, so that --config.compilation_cache_dir=
-  # can override it.
-  config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
-  # The trainer's run options at its defaults (README, "Robustness"), declared so that
-  # --config.KEY=VALUE can set them: a locked config takes only keys it has, and a None only
-  # when it is typed.
-  config.nan_policy = "stop"  # Or "skip" a step with a non-finite loss or gradient.
-  config.best_metric = ml_collections.FieldReference(None, field_type=str)  # "EVAL/METRIC"
-  config.best_mode = "max"
-  config.data_iter_on_process_change = "error"  # Or "restart" the data order.
-  config.grad_accum_steps = 1
-  config.ema_decay = ml_collections.FieldReference(None, field_type=float)  # E.g. 0.9999.
+  # The trainer's run options at its defaults (compilation cache, NaN policy, best checkpoint,
+  # EMA, ...), declared so that --config.KEY=VALUE can set them.
+  config.update(config_schema.run_options())
 
   config.model_name = "vit"
   config.model = dict(

@@ -10,6 +10,9 @@ of `luab_jax.evaluators.{type}.Evaluator` (plus `type` and `every_steps`). The t
 the evaluators' keys with `evaluators.common.check_config_keys` right after this schema; the
 model rejects unknown keys by name when it is built (still before any compilation).
 
+`run_options()` are the trainer's run options at its defaults, which every config declares
+(`config.update(config_schema.run_options())`) so that `--config.KEY=VALUE` can set them.
+
 `check_resume_compatible(saved, config)` compares the `config.json` of a work directory with
 the config of the run about to resume it. Keys in `INCOMPATIBLE` define *what* is trained (the
 model, its classes, the data, its order and augmentation, the loss, the optimizer's structure):
@@ -19,6 +22,8 @@ may change; the changed keys are returned so the trainer can log them.
 """
 
 from typing import Any
+
+import ml_collections
 
 TOP_LEVEL = frozenset({
     "seed", "dataset", "data_dir", "train_split", "num_classes",
@@ -54,6 +59,24 @@ INCOMPATIBLE = (
     # Switching the EMA on or off changes the checkpointed state's structure.
     "ema_decay",
 )
+
+
+def run_options() -> dict[str, Any]:
+  """The trainer's run options at its defaults (README, "Robustness"). A locked config takes
+  from the command line only keys it has, and a None only when it is typed: hence declared in
+  every config, the Nones as typed `FieldReference`s (new ones per call: configs share none)."""
+  none = ml_collections.FieldReference
+  return {
+      # None: WORKDIR/compilation_cache, so that a resumed run does not compile again; "": off
+      # (luab_jax/compilation_cache.py).
+      "compilation_cache_dir": none(None, field_type=str),
+      "nan_policy": "stop",  # Or "skip" a step with a non-finite loss or gradient.
+      "best_metric": none(None, field_type=str),  # "EVAL/METRIC": the best in checkpoints_best/.
+      "best_mode": "max",
+      "data_iter_on_process_change": "error",  # Or "restart" the data order.
+      "grad_accum_steps": 1,
+      "ema_decay": none(None, field_type=float),  # E.g. 0.9999.
+  }
 
 
 def check_known_keys(config) -> None:

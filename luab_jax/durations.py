@@ -13,25 +13,23 @@ def steps(prefix: str, config, *, num_examples: int | None = None,
           default: int | None = None, positive: bool = False) -> int | None:
   """Returns the number of steps for `prefix` (e.g. "total", "warmup", "ckpt"). A negative
   duration is an error, and so is 0 with `positive` (an interval, or the length of training)."""
-  result = _steps(prefix, config, num_examples=num_examples, batch_size=batch_size,
-                  total_steps=total_steps, default=default)
-  if result is not None and (result < 0 or (positive and result == 0)):
-    given = [f"config.{prefix}_{unit}={config.get(f'{prefix}_{unit}')}" for unit in _UNITS
-             if config.get(f"{prefix}_{unit}") is not None]
-    source = given[0] if given else f"the default of config.{prefix}_steps"
-    raise ValueError(f"{source} is {result} steps; it must be at least {int(positive)}.")
-  return result
-
-
-def _steps(prefix, config, *, num_examples, batch_size, total_steps, default):
   given = {unit: config.get(f"{prefix}_{unit}") for unit in _UNITS}
   given = {unit: value for unit, value in given.items() if value is not None}
   if len(given) > 1:
     keys = ", ".join(f"config.{prefix}_{unit}" for unit in given)
     raise ValueError(f"Set only one of {keys}.")
   if not given:
-    return default
-  (unit, value), = given.items()
+    result, source = default, f"the default of config.{prefix}_steps"
+  else:
+    (unit, value), = given.items()
+    result, source = _to_steps(prefix, unit, value, num_examples, batch_size, total_steps), (
+        f"config.{prefix}_{unit}={value}")
+  if result is not None and (result < 0 or (positive and result == 0)):
+    raise ValueError(f"{source} is {result} steps; it must be at least {int(positive)}.")
+  return result
+
+
+def _to_steps(prefix, unit, value, num_examples, batch_size, total_steps) -> int:
   if unit == "steps":
     return int(value)
   if unit == "percent":

@@ -286,8 +286,8 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
       raise ValueError(f"--workdir names {real} twice ({seen[real]!r} and {workdir!r}).")
     seen[real] = workdir
   plot_dir = plot_dir or default_plot_dir(workdirs)
-  if plots and os.path.exists(plot_dir) and not os.path.isdir(plot_dir):
-    raise NotADirectoryError(f"--plot_dir {plot_dir} is a file; the plots need a directory.")
+  if plots:
+    workdir_lib.check_path(plot_dir, flag="--plot_dir")
   is_writer = jax.process_index() == 0
   setups, runs = {}, []
   for workdir, label in zip(workdirs, _labels(workdirs)):

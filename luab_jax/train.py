@@ -19,6 +19,7 @@ EMA, the evaluators, the best checkpoint (`checkpoints_best/`) and `final_eval.j
 EMA parameters; `checkpoints/` holds both.
 """
 
+import contextlib
 import hashlib
 import json
 import math
@@ -87,15 +88,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.loss.classification not in ("softmax", "sigmoid"):
     raise ValueError(f"config.loss.classification={config.loss.classification!r}; use "
                      "'softmax' or 'sigmoid'.")
-  if config.batch_size <= 0:
-    raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
   if config.get("keep_ckpts") is not None and config.keep_ckpts < 1:
     # Orbax's max_to_keep=0 deletes every checkpoint it writes.
     raise ValueError(f"config.keep_ckpts={config.keep_ckpts} must be at least 1.")
   if config.model.get("image_size", config.input.image_size) != config.input.image_size:
     raise ValueError(f"config.input.image_size={config.input.image_size} (the crops) differs "
                      f"from config.model.image_size={config.model.image_size} (the ViT's).")
-  optim.check_config(config.optax)
   if not 0 <= config.loss.get("label_smoothing", 0.0) < 1:
     raise ValueError(f"config.loss.label_smoothing={config.loss.label_smoothing} must be in "
                      "[0, 1).")
@@ -195,10 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if jax.process_count() > 1:
     check_same_job(config, workdir)
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with workdir_lib.Lock(workdir):
-      return _train_and_evaluate(config, workdir, stop_at_step=stop_at_step, devices=devices)
-  return _train_and_evaluate(config, workdir, stop_at_step=stop_at_step, devices=devices)
+  with workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir, stop_at_step=stop_at_step, devices=devices)
 
 
 def _train_and_evaluate(config, workdir, *, stop_at_step, devices):

@@ -11,6 +11,7 @@ checkpoint writes in progress, so process 0 of a training job holds an exclusive
 without locks (some network mounts) gets a warning and no lock.
 """
 
+import contextlib
 import fcntl
 import os
 import re
@@ -26,39 +27,30 @@ def check_path(path: str, *, flag: str = "--workdir") -> None:
   """A local path (module docstring), and a directory if it exists."""
   if _URL.match(path):
     raise ValueError(
-        f"{flag} {path}: a URL. The work directory must be a path that every process of the "
-        "job sees (local, or a bucket mounted on every host, e.g. with gcsfuse): the trainer "
-        "and the evaluator write it with local file I/O.")
+        f"{flag} {path}: a URL. It must be a path that every process of the job sees (local, "
+        "or a bucket mounted on every host, e.g. with gcsfuse): the trainer and the evaluator "
+        "write it with local file I/O.")
   if os.path.exists(path) and not os.path.isdir(path):
     raise NotADirectoryError(f"{flag} {path} is a file, not a directory.")
 
 
-class Lock:
-  """`with Lock(workdir):` holds WORKDIR/.lock exclusively, or raises naming its holder."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK_FILE)
-    self._file = None
-
-  def __enter__(self):
-    f = open(self.path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+@contextlib.contextmanager
+def lock(workdir: str):
+  """`with lock(workdir):` holds WORKDIR/.lock exclusively, or raises naming its holder."""
+  path = os.path.join(workdir, LOCK_FILE)
+  with open(path, "a+", encoding="utf-8") as f:  # Closing it releases the lock.
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       f.seek(0)
       holder = f.read().strip() or "unknown process"
-      f.close()
-      raise RuntimeError(f"{os.path.dirname(self.path)} is in use by another trainer "
-                         f"({holder}); wait for it to end, or use another --workdir.") from None
+      raise RuntimeError(f"{workdir} is in use by another trainer ({holder}); wait for it to "
+                         "end, or use another --workdir.") from None
     except OSError as e:  # No locks on this file system.
       logging.warning("Cannot lock %s (%s): nothing stops a second trainer in this work "
-                      "directory.", self.path, e)
+                      "directory.", path, e)
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     f.flush()
-    self._file = f
-    return self
-
-  def __exit__(self, *exc):
-    self._file.close()  # Releases the lock; the file stays (another trainer may hold it now).
+    yield

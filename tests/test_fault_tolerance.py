@@ -382,7 +382,7 @@ def test_unreadable_config_json_is_an_error_naming_it(tiny_data_dir, tmp_path):
 def test_one_trainer_per_work_directory_and_no_urls(tiny_data_dir, tmp_path):
   from luab_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = _config(tiny_data_dir)
-  with workdir_lib.Lock(str(tmp_path)):  # Another trainer holds the work directory.
+  with workdir_lib.lock(str(tmp_path)):  # Another trainer holds the work directory.
     with pytest.raises(RuntimeError, match=rf"{tmp_path} is in use by another trainer \(pid "):
       train.train_and_evaluate(config, str(tmp_path))
   with pytest.raises(ValueError, match="--workdir gs://bucket/run: a URL"):

@@ -231,4 +231,4 @@ def test_data_dir_with_a_tilde_is_the_home_directory(tiny_data_dir, tmp_path, mo
   """TFDS would take "~/x" as a folder named "~" in the current directory."""
   from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("HOME", os.path.dirname(tiny_data_dir))
-  assert core.num_classes("luab_shapes/tiny", "~/" + os.path.basename(tiny_data_dir)) == 4
+  assert core.builder("luab_shapes/tiny", "~/" + os.path.basename(tiny_data_dir)).is_prepared()
