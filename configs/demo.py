@@ -29,6 +29,7 @@ import ml_collections
 
 from luab_jax import config_args
 from luab_jax import config_schema
+from luab_jax.datasets import core as datasets
 from luab_jax.models import vit
 
 
@@ -42,7 +43,9 @@ def get_config(arg=None):
   config.dataset = args.dataset
   config.data_dir = args.data_dir
   config.train_split = "train"
-  config.num_classes = 10
+  # The luab_shapes configs differ in their class count (tiny: 4, the others: 10); their
+  # builder knows it before the data is generated.
+  config.num_classes = datasets.num_classes(args.dataset, args.data_dir)
 
   config.input = dict(
       image_size=args.image_size,
@@ -123,7 +126,7 @@ def get_config(arg=None):
 
   if args.runlocal:
     config.dataset = "luab_shapes/tiny"
-    config.num_classes = 4
+    config.num_classes = datasets.num_classes(config.dataset, args.data_dir)
     config.input.image_size = 32
     config.input.num_workers = 0
     config.model.image_size = 32

@@ -32,6 +32,7 @@ from ml_collections import config_flags
 import jax
 import jax.numpy as jnp
 
+from luab_jax import config_args
 from luab_jax import config_schema
 from luab_jax import flops as flops_lib
 from luab_jax import optim
@@ -212,4 +213,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4, v4:2x2x4, v5p:4x4x4.")
   flags.DEFINE_string("json", None, "Also append the report as one JSON line to this file.")
   flags.mark_flags_as_required(["config", "topology"])
-  app.run(main)
+  app.run(main, flags_parser=config_args.parse_flags)

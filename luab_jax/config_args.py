@@ -1,11 +1,15 @@
-"""Parses the string after the colon in `--config configs/NAME.py:ARGS`.
+"""The config on the command line: the string after the colon in `--config configs/NAME.py:ARGS`,
+and the `--config.KEY=VALUE` overrides.
 
 big_vision style: `configs/demo.py:lam=0,runlocal=True`. Every accepted key and its default is
 declared by the config file, so a typo fails loudly instead of being ignored.
 """
 
 import ast
+import re
+import sys
 
+from absl import app
 import ml_collections
 
 
@@ -46,3 +50,25 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
                        f"{default!r}), got {raw!r}.")
     parsed[key] = value
   return parsed
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, for `app.run(main, flags_parser=config_args.parse_flags)`: an unknown
+  `--config.KEY` override is named (ml_collections raises a bare AttributeError("'KEY'") for it,
+  deep in a traceback)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    inner = e.args[0] if e.args and isinstance(e.args[0], KeyError) else e
+    text = str(inner.args[0]) if inner.args else str(inner)  # "'KEY'", maybe a suggestion.
+    leaf = re.search(r"'?([^'\n]*)", text).group(1)
+    suggestion = re.search(r'Did you mean "([^"]+)"', text)
+    overrides = [arg[2:].split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+    culprits = [key for key in overrides if leaf in key.split(".")] or [leaf]
+    files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    files += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    source = f"{files[0].split(':')[0]}'s get_config()" if files else "the config file"
+    sys.stderr.write(f"FATAL Flags parsing error: unknown config key {', '.join(culprits)}: "
+                     f"{source} defines no such key"
+                     f"{f' (did you mean {suggestion.group(1)!r}?)' if suggestion else ''}.\n")
+    sys.exit(1)

@@ -3,8 +3,8 @@
   python -m luab_jax.demo --workdir workdirs/demo
 
 Prepares `luab_shapes/cpu64` (once), trains a baseline (lambda = 0) and a LUAB model
-(lambda = 4) with configs/demo.py, each evaluated by the background-challenge evaluator at its
-last step, then prints the comparison and writes it to `{workdir}/comparison.md` and `comparison.json`.
+(lambda = 4) with configs/demo.py, each evaluated at its last step by the background-challenge
+and localization evaluators, then prints the comparison and writes it to `{workdir}/comparison.md` and `comparison.json`.
 A finished model is not trained again; an interrupted one resumes from its checkpoint.
 """
 
@@ -110,14 +110,18 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   started = time.time()
   workdir = _WORKDIR.value
-  for lam in (0.0, _LUAB_LAMBDA.value):
-    _config(lam)  # Bad --config_args fail now, not after the dataset is prepared.
+  # Bad --config_args fail now, not after the dataset is prepared. The datasets are the
+  # configs' (`runlocal` trains on luab_shapes/tiny whatever --dataset says).
+  configs = [_config(lam) for lam in (0.0, _LUAB_LAMBDA.value)]
+  needed = sorted({config.dataset for config in configs}
+                  | {entry.dataset for config in configs for entry in config.evals.values()})
   os.makedirs(workdir, exist_ok=True)
   datasets.hide_accelerators_from_tensorflow()
 
-  print(f"[demo] 1/3 preparing {_DATASET.value} in {_DATA_DIR.value}", flush=True)
+  print(f"[demo] 1/3 preparing {', '.join(needed)} in {_DATA_DIR.value}", flush=True)
   prepared_at = time.time()
-  datasets.prepare(_DATASET.value, _DATA_DIR.value)
+  for name in needed:
+    datasets.prepare(name, _DATA_DIR.value)
   print(f"[demo] dataset ready ({time.time() - prepared_at:.0f}s)", flush=True)
 
   print("[demo] 2/3 training the baseline (lambda = 0)", flush=True)

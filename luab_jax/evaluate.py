@@ -50,6 +50,7 @@ import numpy as np
 
 from luab_jax import checkpointing
 from luab_jax import compilation_cache
+from luab_jax import config_args
 from luab_jax import distributed
 from luab_jax import durations
 from luab_jax import eval_plots
@@ -431,4 +432,4 @@ if __name__ == "__main__":
   flags.DEFINE_bool("redo", False, "Re-evaluate (checkpoint, evaluator) pairs already done.")
   flags.DEFINE_string("plot_dir", None, "Where the plots and summary.md go (default: see the "
                       "module docstring).")
-  app.run(main)
+  app.run(main, flags_parser=config_args.parse_flags)

@@ -38,6 +38,7 @@ from clu import periodic_actions
 
 from luab_jax import checkpointing
 from luab_jax import compilation_cache
+from luab_jax import config_args
 from luab_jax import config_schema
 from luab_jax import distributed
 from luab_jax import durations
@@ -66,6 +67,7 @@ _SUMMED_METRICS = ("data/skipped_images", "data/bad_points", "nan_skipped_steps"
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks that need no devices and no data; fails before anything is compiled."""
   config_schema.check_known_keys(config)
+  train_state_lib.check_model_config(config)
   train_step_lib.check_config(config)
   evaluators.check_config_keys(config.evals)
   if config.get("nan_policy", "stop") not in NAN_POLICIES:
@@ -179,6 +181,22 @@ def _aggregate(pending: list[dict]) -> dict:
   return out
 
 
+def check_decoded(skipped: float, config, first: int, last: int) -> None:
+  """An image that does not decode trains nothing (weight 0, pp/transforms.py) and the run goes
+  on; a logging interval of which no image decoded means the dataset's images are unreadable,
+  not a few corrupt files: that stops the run."""
+  if not skipped:
+    return
+  seen = (last - first) * config.batch_size
+  where = f"{config.dataset!r} ({config.train_split})"
+  if skipped >= seen:
+    raise ValueError(f"None of the {seen:,} training images of steps {first + 1}..{last} "
+                     f"decoded: check the `image` feature of {where}.")
+  logging.warning("%d of the %d training images of steps %d..%d did not decode and were "
+                  "skipped (data/skipped_images); dataset %s.", skipped, seen, first + 1, last,
+                  where)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at_step: int | None = None, devices=None) -> dict:
   """Runs (or resumes) training; returns the last evaluation metrics.
@@ -248,8 +266,8 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
   abstract_state = train_state_lib.abstract_train_state(spec, tx, ema=use_ema)
   state_shardings = train_state_lib.train_state_shardings(abstract_state, config, mesh)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
-  logging.info("Model %s %s: %.2fM parameters.", config.model_name, config.model.get("variant"),
-               num_params / 1e6)
+  logging.info("Model %s%s: %s parameters.", config.model_name,
+               f" {config.model.variant}" if "variant" in config.model else "", f"{num_params:,}")
 
   # ------------------------------------------------------------------ Checkpoint.
   manager = checkpointing.create_manager(workdir, keep=config.keep_ckpts)
@@ -368,6 +386,7 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
           # Averaged over the steps since the last log; fetching forces a sync, hence only here.
           check_finite()
           means = _aggregate(pending)
+          check_decoded(means.get("data/skipped_images", 0), config, last_log_step, step)
           now = time.time()
           images_per_sec = (step - last_log_step) * config.batch_size / max(now - last_log_time,
                                                                              1e-9)
@@ -443,4 +462,4 @@ if __name__ == "__main__":
   # entry points (train, evaluate) into one process.
   config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Work directory (checkpoints, logs, results).")
-  app.run(main)
+  app.run(main, flags_parser=config_args.parse_flags)

@@ -10,6 +10,8 @@ Models are found by name, big_vision style: `config.model_name = "vit"` means th
 
 import dataclasses
 import importlib
+import inspect
+import math
 from typing import Any, Callable
 
 import jax
@@ -19,6 +21,8 @@ from flax import nnx
 from luab_jax import sharding as sharding_lib
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# Constructor arguments of a model that are not `config.model` keys.
+_FILLED_BY_TRAINER = ("self", "num_classes", "rngs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +45,64 @@ class ModelSpec:
       return nnx.merge(self.graphdef, params)(images)
 
 
-def model_spec(config, mesh: jax.sharding.Mesh | None = None) -> ModelSpec:
+def _model_module(config):
   try:
-    module = importlib.import_module(f"luab_jax.models.{config.model_name}")
+    return importlib.import_module(f"luab_jax.models.{config.model_name}")
   except ModuleNotFoundError as e:
+    if e.name != f"luab_jax.models.{config.model_name}":
+      raise  # The model's module exists but imports something missing.
     raise ValueError(f"config.model_name={config.model_name!r} is not a module of "
                      "luab_jax.models.") from e
+
+
+def check_model_config(config) -> None:
+  """Rejects keys of `config.model` that the model's constructor does not take, and required
+  arguments it lacks, naming them: at config validation, before anything is built."""
+  module = _model_module(config)
+  params = inspect.signature(module.Model.__init__).parameters
+  if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    return  # **kwargs: the model checks its own keys.
+  given = set(config.model.keys())
+  known = {name for name in params if name not in _FILLED_BY_TRAINER}
+  required = {name for name in known if params[name].default is inspect.Parameter.empty
+              and params[name].kind != inspect.Parameter.VAR_POSITIONAL}
+  where = f"luab_jax.models.{config.model_name}.Model"
+  if given - known:
+    raise ValueError(f"Unknown config.model keys {sorted(given - known)}: {where} takes "
+                     f"{sorted(known)} (num_classes and rngs come from the trainer).")
+  if required - given:
+    raise ValueError(f"config.model lacks {sorted(required - given)}, required by {where}.")
+
+
+def check_model_outputs(spec: ModelSpec, config) -> None:
+  """Checks what the model returns for an abstract batch (traced, not compiled): logits
+  [B, num_classes] and points [B, num_points, 2] in float32 (models/__init__.py). Points of
+  another shape would broadcast against the targets in the loss and train on a wrong loss
+  without an error."""
+  # Two images per batch shard: divisible by the mesh's batch axes, and B > 1.
+  batch = 2 * (1 if spec.mesh is None else math.prod(
+      spec.mesh.shape[axis] for axis in sharding_lib.batch_axes(spec.mesh)))
+  size = config.input.image_size
+  out = jax.eval_shape(spec.apply, spec.abstract_params,
+                       jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8))
+  expected = {"logits": (batch, config.num_classes),
+              "points": (batch, config.model.get("num_points", 1), 2)}
+  where = f"luab_jax.models.{config.model_name}.Model"
+  if not isinstance(out, dict) or set(expected) - set(out):
+    raise ValueError(f"{where} must return a dict with {sorted(expected)}; for a batch of "
+                     f"{batch} images it returned {jax.tree.map(lambda x: x.shape, out)}.")
+  for key, shape in expected.items():
+    if out[key].shape != shape or out[key].dtype != jnp.float32:
+      raise ValueError(
+          f"{where} returned {key} of shape {out[key].shape} {out[key].dtype} for a batch of "
+          f"{batch} images of {size}x{size}; expected {shape} float32 (logits [B, "
+          "num_classes], points [B, num_points, 2] as (x, y)).")
+
+
+def model_spec(config, mesh: jax.sharding.Mesh | None = None) -> ModelSpec:
+  """The model's spec; checks its config keys and the shapes of what it returns."""
+  check_model_config(config)
+  module = _model_module(config)
   kwargs = dict(config.model)
   if "dtype" in kwargs:
     if kwargs["dtype"] not in _DTYPES:
@@ -57,7 +113,9 @@ def model_spec(config, mesh: jax.sharding.Mesh | None = None) -> ModelSpec:
     return module.Model(num_classes=config.num_classes, **kwargs, rngs=nnx.Rngs(seed))
 
   graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: create(0)))
-  return ModelSpec(graphdef, abstract_params, create, mesh)
+  spec = ModelSpec(graphdef, abstract_params, create, mesh)
+  check_model_outputs(spec, config)
+  return spec
 
 
 def init_params(spec: ModelSpec, seed: int, shardings):

@@ -36,6 +36,30 @@ def test_unknown_override_key_is_an_error_naming_it():
     _parse(f"--config={_CONFIG}", "--config.batch_sise=32")
 
 
+def test_the_command_line_names_an_unknown_override_key(capsys):
+  """The trainer's flag parser (config_args.parse_flags): ml_collections' bare AttributeError
+  becomes one line naming the key, the config file and the key it resembles."""
+  with mock.patch.object(config_args.app, "parse_flags_with_usage",
+                         lambda argv: _parse(*argv[1:])), pytest.raises(SystemExit) as exit:
+    config_args.parse_flags(["prog", f"--config={_CONFIG}:runlocal", "--config.evals.loc.Radii=1"])
+  assert exit.value.code == 1
+  assert capsys.readouterr().err == (
+      f"FATAL Flags parsing error: unknown config key config.evals.loc.Radii: {_CONFIG}'s "
+      "get_config() defines no such key (did you mean 'radii'?).\n")
+  with mock.patch.object(config_args.app, "parse_flags_with_usage",
+                         lambda argv: _parse(*argv[1:])), pytest.raises(SystemExit):
+    config_args.parse_flags(["prog", "--config", _CONFIG, "--config.model.no_such_key=1"])
+  assert "unknown config key config.model.no_such_key: " in capsys.readouterr().err
+
+
+def test_the_demo_config_takes_its_class_count_from_the_dataset():
+  """luab_shapes/tiny has 4 classes, the others 10: `--dataset luab_shapes/tiny` trained a
+  10-class model on 4 classes."""
+  assert _parse(f"--config={_CONFIG}").num_classes == 10
+  assert _parse(f"--config={_CONFIG}:dataset='luab_shapes/tiny'").num_classes == 4
+  assert _parse(f"--config={_CONFIG}:runlocal").num_classes == 4
+
+
 def test_unknown_config_argument_is_an_error_naming_it():
   with pytest.raises(ValueError, match="lamda"):
     config_args.parse_arg("lamda=1", lam=1.0, runlocal=False)
@@ -75,12 +99,14 @@ def test_every_config_passes_the_schema(name, arg):
   """Each config of configs/ (default and local mode) uses only keys the schema knows."""
   # pylint: disable=g-import-not-at-top
   from luab_jax import config_schema
+  from luab_jax import train_state
   from luab_jax.evaluators import common as evaluators
   # pylint: enable=g-import-not-at-top
   path = os.path.join(_CONFIG_DIR, name)
   config = _parse(f"--config={path}:{arg}" if arg else f"--config={path}")
   config_schema.check_known_keys(config)
   evaluators.check_config_keys(config.evals)
+  train_state.check_model_config(config)
   assert config.evals, f"{name}:{arg} has no evaluators"
 
 

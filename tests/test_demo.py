@@ -34,3 +34,27 @@ def test_bad_config_args_fail_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="stepz"):
       demo.main(["demo"])
   assert not (tmp_path / "demo").exists()
+
+
+def test_the_datasets_prepared_are_the_configs(tmp_path, monkeypatch):
+  """`runlocal` trains and evaluates on luab_shapes/tiny: that is what gets prepared (the
+  --dataset default, cpu64, took a minute to generate for nothing)."""
+  prepared = []
+
+  class Trained(Exception):
+    pass
+
+  def train(*args):
+    raise Trained()
+
+  monkeypatch.setattr(demo.datasets, "prepare", lambda name, data_dir: prepared.append(name))
+  monkeypatch.setattr(demo, "_train", train)
+  with flagsaver.flagsaver(config_args="runlocal", workdir=str(tmp_path / "demo")):
+    with pytest.raises(Trained):
+      demo.main(["demo"])
+  assert prepared == ["luab_shapes/tiny"]
+  prepared.clear()
+  with flagsaver.flagsaver(dataset="luab_shapes/tiny", workdir=str(tmp_path / "demo")):
+    with pytest.raises(Trained):
+      demo.main(["demo"])
+  assert prepared == ["luab_shapes/tiny"]

@@ -379,3 +379,28 @@ def test_background_challenge_on_tfds_splits_with_boxes(tiny_data_dir):
   np.testing.assert_allclose(metrics["bg_gap"], metrics["mixed_same/accuracy"]
                              - metrics["mixed_rand/accuracy"])
   assert "original/point_in_box" in metrics and "only_bg/point_in_box" not in metrics
+
+
+def test_a_dataset_with_other_classes_than_the_predictions_is_refused(data_dir, tiny_data_dir):
+  """Labels past the model's classes gave an infinite loss and a meaningless accuracy."""
+  fns, mesh, _ = _fns(num_classes=10)
+  with pytest.raises(ValueError, match=r"classification on luabtest_imagenet_a:test: dataset "
+                                       r"'luabtest_imagenet_a' has 1000 classes, but the "
+                                       r"predictions have 10 \(config.num_classes\)"):
+    _evaluator("classification", fns, mesh, data_dir, dataset="luabtest_imagenet_a",
+               split="test")
+  with pytest.raises(ValueError, match=r"multilabel on luabtest_coco:validation: .* has 4 "
+                                       r"classes, but the predictions have 10"):
+    _evaluator("multilabel", fns, mesh, data_dir, dataset="luabtest_coco", split="validation")
+  with pytest.raises(ValueError, match=r"background_challenge: dataset 'luab_shapes/tiny' has "
+                                       r"4 classes, but the predictions have 10"):
+    _evaluator("background_challenge", fns, mesh, tiny_data_dir, dataset="luab_shapes/tiny")
+  # Through a class map, the evaluation classes count: ImageNet's 1000 -> ImageNet-9's 9.
+  fns, mesh, _ = _fns(num_classes=1000)
+  with pytest.raises(ValueError, match=r"has 4 classes, but the predictions have 9 "
+                                       r"\(class_map='imagenet_to_in9'\)"):
+    _evaluator("background_challenge", fns, mesh, tiny_data_dir, dataset="luab_shapes/tiny",
+               class_map="imagenet_to_in9")
+  # Localisation reads no labels: any class count.
+  _evaluator("localization", fns, mesh, data_dir, dataset="luabtest_shapes", split="original",
+             box_key="object_box")

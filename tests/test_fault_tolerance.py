@@ -6,6 +6,7 @@ The slow end-to-end check with real kill -9 / SIGTERM of subprocesses is tests/t
 import glob
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -160,7 +161,7 @@ def _nan_image(batch):
 
 
 def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data_dir, tmp_path,
-                                                                      monkeypatch):
+                                                                      monkeypatch, caplog):
   # One device: the policy does not depend on the mesh, and one device compiles fastest.
   config = _config(tiny_data_dir, total_steps=6, ckpt_steps=2, log_training_steps=1)
   config.mesh = [("data", 1), ("fsdp", 1)]
@@ -183,12 +184,38 @@ def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data
     batch["weight"][1] = 0.0  # As the transform marks an undecodable image.
 
   _inject(monkeypatch, 1, corrupt)  # The first batch of the resumed run is step 3's.
-  train.train_and_evaluate(config, work, devices=one_device)
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(config, work, devices=one_device)
+  assert ("1 of the 16 training images of steps 3..3 did not decode and were skipped "
+          "(data/skipped_images); dataset 'luab_shapes/tiny' (train).") in caplog.messages
   logged = {r["step"]: r for r in _records(work) if "nan_skipped_steps" in r}
   assert [logged[s]["nan_skipped_steps"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
   assert [logged[s]["data/skipped_images"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
   assert np.isfinite(logged[4]["loss"])
   assert "loss" not in logged[3]  # The mean over the interval leaves the skipped step out.
+
+
+def test_a_logging_interval_of_undecodable_images_stops_the_run(tiny_data_dir, tmp_path,
+                                                                monkeypatch):
+  """One undecodable image is skipped and counted; a whole interval of them means the dataset's
+  images are unreadable (a builder storing them wrongly), and training on nothing stops."""
+  config = _config(tiny_data_dir, total_steps=4, ckpt_steps=4, log_training_steps=2)
+  config.mesh = [("data", 1), ("fsdp", 1)]
+  config.evals = {}
+
+  def undecodable(batch):
+    batch["weight"][:] = 0.0  # As the transform marks images that do not decode.
+
+  _inject(monkeypatch, 3, undecodable)
+  train.train_and_evaluate(config, str(tmp_path / "one_batch"), devices=jax.devices()[:1])
+  monkeypatch.undo()
+  original = sharding_lib.to_global
+  monkeypatch.setattr(sharding_lib, "to_global", lambda batch, sharding: original(
+      {**batch, "weight": batch["weight"] * 0} if "weight" in batch else batch, sharding))
+  with pytest.raises(ValueError, match=r"None of the 32 training images of steps 1..2 decoded: "
+                                       r"check the `image` feature of 'luab_shapes/tiny' "
+                                       r"\(train\)"):
+    train.train_and_evaluate(config, str(tmp_path / "every_batch"), devices=jax.devices()[:1])
 
 
 def _jpeg(mode="RGB", size=(40, 30)):

@@ -227,6 +227,17 @@ def test_dataset_names_and_classes(tiny_data_dir, tmp_path):
     core.prepare("luab_shapes/tiny", str(tmp_path), num_processes=0)
 
 
+def test_a_registered_module_without_its_builder_is_named(tmp_path, monkeypatch):
+  """An entry of _LOCAL_BUILDERS whose module registers no builder of that name (the class
+  named otherwise): not "unknown dataset" while the list of known ones holds it."""
+  from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(core._LOCAL_BUILDERS, "toy_dots", "luab_jax.datasets.luab_shapes")
+  with pytest.raises(ValueError, match=r"Dataset 'toy_dots': importing "
+                                       r"luab_jax.datasets.luab_shapes .* registered no TFDS "
+                                       r"builder of that name.*class ToyDots -> toy_dots"):
+    core.builder("toy_dots", str(tmp_path))
+
+
 def test_data_dir_with_a_tilde_is_the_home_directory(tiny_data_dir, tmp_path, monkeypatch):
   """TFDS would take "~/x" as a folder named "~" in the current directory."""
   from luab_jax.datasets import core  # pylint: disable=g-import-not-at-top

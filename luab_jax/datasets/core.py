@@ -35,12 +35,23 @@ def _register(name: str) -> None:
     importlib.import_module(module)
 
 
+def _camel(snake: str) -> str:
+  return "".join(part.capitalize() for part in snake.split("_"))
+
+
 def builder(name: str, data_dir: str | None):
   _register(name)
   data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # TFDS takes "~" literally.
   try:
     return tfds.builder(name, data_dir=data_dir, file_format=FILE_FORMAT)
   except tfds.core.registered.DatasetNotFoundError as e:
+    base = name.split("/")[0].split(":")[0]
+    if base in _LOCAL_BUILDERS:
+      raise ValueError(f"Dataset {base!r}: importing {_LOCAL_BUILDERS[base]} (its entry in "
+                       f"_LOCAL_BUILDERS) registered no TFDS builder of that name. TFDS names a "
+                       f"builder after its class in snake case (class {_camel(base)} -> {base}; a class "
+                       "named Builder after its folder) unless the class sets `name`; the module (its __init__.py for a "
+                       "package) must import the builder's class.") from e
     # TFDS's message lists every dataset it knows (hundreds of lines): name the culprit first.
     raise ValueError(f"Unknown dataset {name!r}: neither one of this package's "
                      f"({', '.join(sorted(_LOCAL_BUILDERS))}) nor one TFDS knows (for those, "

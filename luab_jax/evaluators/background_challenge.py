@@ -75,6 +75,11 @@ class Evaluator:
     if table is not None and len(table) != fns.num_classes:
       raise ValueError(f"class_map={class_map!r} maps {len(table)} classes; the model has "
                        f"{fns.num_classes} (config.num_classes).")
+    if dataset is not None:
+      common.check_classes(
+          fns, dataset, data_dir, where="background_challenge",
+          evaluated=None if table is None else int(table.max()) + 1,
+          how="config.num_classes" if table is None else f"class_map={class_map!r}")
     if folder is not None:
       # Folder labels are positions of the class folders: they must be the evaluation classes.
       num_folders = len(next(iter(sources.values())).class_names)

@@ -34,8 +34,10 @@ class Evaluator:
     # Top-5 only means something with more than 5 classes to choose from.
     self._top_k = (fns.num_classes if subset is None else len(subset)) > common.TOP_K
     self._options = common.stats_options(fns, mesh, label_subset=subset, radii=self._radii)
+    source = datasets.get_source(dataset, split, data_dir)
+    common.check_classes(fns, dataset, data_dir, where=f"classification on {dataset}:{split}")
     self.data = common.eval_data(
-        fns, f"{dataset}:{split}", datasets.get_source(dataset, split, data_dir), input_config,
+        fns, f"{dataset}:{split}", source, input_config,
         batch_size=batch_size, label_key=label_key, label_set_key=label_set_key,
         box_key=box_key, max_boxes=max_boxes)
 

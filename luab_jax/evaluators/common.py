@@ -24,6 +24,7 @@ import numpy as np
 
 from luab_jax import input_pipeline
 from luab_jax import sharding as sharding_lib
+from luab_jax.datasets import core as datasets
 from luab_jax.pp import transforms
 
 TOP_K = 5
@@ -271,6 +272,19 @@ def check_box_key(fns: ModelFns, box_key) -> None:
   if box_key is not None and fns.num_points != 1:
     raise ValueError(f"box_key={box_key!r} compares one predicted point per image with the "
                      f"boxes; this model predicts {fns.num_points} points (config.model.num_points).")
+
+
+def check_classes(fns: ModelFns, dataset: str, data_dir, *, where: str,
+                  evaluated: int | None = None, how: str = "config.num_classes") -> None:
+  """Refuses a dataset whose labels have another number of classes than the predictions are
+  scored in: `fns.num_classes`, or `evaluated` after a class map (`how` says which). Labels
+  past the model's classes would give an infinite loss and a meaningless accuracy without an
+  error. Datasets without class labels pass."""
+  found = datasets.num_classes(dataset, data_dir)
+  evaluated = fns.num_classes if evaluated is None else evaluated
+  if found is not None and found != evaluated:
+    raise ValueError(f"{where}: dataset {dataset!r} has {found} classes, but the predictions "
+                     f"have {evaluated} ({how}); its labels must index the model's classes.")
 
 
 # Keys of a `config.evals.NAME` entry that are not the evaluator's own arguments.

@@ -58,6 +58,7 @@ class Evaluator:
     if "labels" not in source[0]:
       raise ValueError(f"{dataset}:{split} has single-label records; the multilabel evaluator "
                        "needs multi-hot `labels` (use type='classification').")
+    common.check_classes(fns, dataset, data_dir, where=f"multilabel on {dataset}:{split}")
     self.data = common.eval_data(fns, f"{dataset}:{split}", source, input_config,
                                  batch_size=batch_size)
 
