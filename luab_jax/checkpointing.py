@@ -16,30 +16,42 @@ one is tried. Once an older one restores, the damaged newer ones are moved to
 restores, the run fails listing every step and its problem: a work directory with checkpoints
 never silently starts from scratch.
 
+In a job of several processes every process checks every step and they agree (a step is
+used only if it is complete and restores on all of them), so one process's damaged iterator
+file cannot make the processes resume from different steps and wait on each other forever.
+
 The data iterator's state is one small JSON per process (`process_{i}-of-{n}.json`), valid only
-for the same number of processes `n` (and `input.num_workers`). Resuming on another process
-count is an error naming both counts, unless `config.data_iter_on_process_change = "restart"`:
-then model and optimizer are restored, and the data order restarts from a fresh shuffle seeded
-by the restored step (not bitwise the original run, by construction). Parameters alone
-(`restore_params`, used by evaluation) restore on any process count.
+for the same number of processes `n` (and `input.num_workers`), and a position in the stream
+of one shuffle seed, which every step records (`data_order`: {"seed": S}; steps written before
+it was recorded are of `config.seed`). Resuming on another process count is an error naming
+both counts, unless `config.data_iter_on_process_change = "restart"`: then model and optimizer
+are restored, and the data order restarts from a fresh shuffle seeded by config.seed + the
+restored step (not bitwise the original run, by construction), which later steps record, so
+later resumes continue that order. Parameters alone (`restore_params`, used by evaluation)
+restore on any process count.
 
 Best checkpoints (`create_best_manager`): `{workdir}/checkpoints_best/{step}/params`, the
 parameters only, of the single best evaluation by `config.best_metric`. A separate manager, so
 keeping the best can never evict the latest checkpoints that resuming needs.
 """
 
+import dataclasses
+import json
 import os
 import re
 import shutil
+from typing import Any, Callable
 
 from absl import logging
 import grain
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 STATE = "state"
 DATA_ITER = "data_iter"
+DATA_ORDER = "data_order"
 PARAMS = "params"
 # Files every complete step of `create_manager` holds (relative to the step directory).
 REQUIRED_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt", f"{STATE}/_METADATA",
@@ -60,7 +72,8 @@ def create_manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
   The trainer decides when to save (it passes `force=True`), so no save interval is set here.
   """
   item_handlers = {STATE: ocp.StandardCheckpointHandler(),
-                   DATA_ITER: grain.checkpoint.CheckpointHandler()}
+                   DATA_ITER: grain.checkpoint.CheckpointHandler(),
+                   DATA_ORDER: ocp.JsonCheckpointHandler()}
   # cleanup_tmp_directories: a job killed during an async write leaves `N.orbax-checkpoint-tmp-*`;
   # it is never listed as a step, and is deleted here.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
@@ -70,10 +83,13 @@ def create_manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iter=None, *,
-         force: bool = False) -> bool:
+         data_seed: int | None = None, force: bool = False) -> bool:
+  """Saves the state, and the data iterator with the shuffle seed of its stream."""
   items = {STATE: ocp.args.StandardSave(state)}
   if data_iter is not None:
     items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
+  if data_seed is not None:
+    items[DATA_ORDER] = ocp.args.JsonSave({"seed": int(data_seed)})
   return manager.save(step, args=ocp.args.Composite(**items), force=force)
 
 
@@ -103,20 +119,64 @@ def data_iter_process_count(step_dir: str) -> int | None:
 
 
 def missing_files(step_dir: str) -> list[str]:
-  """Files of REQUIRED_FILES (and this process's iterator state) absent or empty in a step."""
+  """Files of REQUIRED_FILES absent or empty in a step, and this process's iterator state
+  absent or not JSON (when the step was written by as many processes as this job has)."""
   missing = [name for name in REQUIRED_FILES
              if not os.path.isfile(os.path.join(step_dir, name))
              or os.path.getsize(os.path.join(step_dir, name)) == 0]
-  if not missing and data_iter_process_count(step_dir) is None:
-    missing.append(f"{DATA_ITER}/process_*-of-*.json")
-  return missing
+  if missing:
+    return missing
+  processes = data_iter_process_count(step_dir)
+  if processes is None:
+    return [f"{DATA_ITER}/process_*-of-*.json"]
+  if processes == jax.process_count():
+    name = f"{DATA_ITER}/process_{jax.process_index()}-of-{processes}.json"
+    try:
+      with open(os.path.join(step_dir, name), encoding="utf-8") as f:
+        json.load(f)
+    except (OSError, ValueError) as e:
+      return [f"{name} ({type(e).__name__}: {e})"]
+  return []
 
 
-def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state, data_iter, *,
-                   on_process_change: str = "error"):
+def _on_every_process(ok: bool) -> bool:
+  """Whether `ok` holds on every process of the job (a collective: all processes call it)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def data_seed(manager: ocp.CheckpointManager, step: int, step_dir: str,
+              default: int) -> int:
+  """The shuffle seed of the data stream a step's iterator state is a position in."""
+  if not os.path.isdir(os.path.join(step_dir, DATA_ORDER)):
+    return default  # Written before the seed was recorded: the stream of config.seed.
+  order = manager.restore(step, args=ocp.args.Composite(
+      **{DATA_ORDER: ocp.args.JsonRestore()}))[DATA_ORDER]
+  if not isinstance(order, dict) or not isinstance(order.get("seed"), int):
+    raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not {{'seed': INT}}.")
+  return order["seed"]
+
+
+@dataclasses.dataclass
+class Restored:
+  """What `restore_latest` found: the state and step (None without checkpoints), the data
+  iterator at the saved position (None if none was restored) and the seed of its stream."""
+  state: Any
+  step: int | None
+  data_iter: Any
+  data_seed: int
+
+
+def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
+                   make_data_iter: Callable[[int], Any] | None, *, seed: int,
+                   on_process_change: str = "error") -> Restored:
   """Restores the newest step that is complete and readable; see the module docstring.
 
-  Returns (state, step, data_iter_restored), or (None, None, False) if there are no steps.
+  `make_data_iter(data_seed)` builds the data iterator of a stream (None: restore no iterator);
+  `seed` is config.seed. Without checkpoints: Restored(None, None, None, seed). After a
+  process-count change with on_process_change="restart", `data_iter` is None and `data_seed`
+  the new stream's.
   """
   if on_process_change not in DATA_ITER_POLICIES:
     raise ValueError(f"config.data_iter_on_process_change={on_process_change!r}; use one of "
@@ -126,8 +186,9 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
   for step in steps:
     step_dir = os.path.join(checkpoint_dir(workdir), str(step))
     missing = missing_files(step_dir)
-    if missing:
-      problems[step] = f"missing or empty: {', '.join(missing)}"
+    if not _on_every_process(not missing):
+      problems[step] = (f"missing or empty: {', '.join(missing)}" if missing else
+                        "damaged on another process (its log names the file)")
       logging.error("Checkpoint of step %d (%s) is damaged, %s; trying the previous one.",
                     step, step_dir, problems[step])
       continue
@@ -141,28 +202,37 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
           "set config.data_iter_on_process_change='restart' to restore model and optimizer "
           "and restart the data order from a new shuffle.")
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
-    if restore_iter:
-      items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+    data_iter, stream_seed, error = None, seed + step, None
     try:
+      if restore_iter:
+        stream_seed = data_seed(manager, step, step_dir, seed)
+        if make_data_iter is not None:
+          data_iter = make_data_iter(stream_seed)
+          items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
       state = manager.restore(step, args=ocp.args.Composite(**items))[STATE]
     except Exception as e:  # pylint: disable=broad-except
       # Orbax/TensorStore raise many types for damaged data; each is reported, and the run
       # fails below if no step restores.
-      problems[step] = f"restore failed: {type(e).__name__}: {e}"
+      error = f"restore failed: {type(e).__name__}: {e}"
+    if not _on_every_process(error is None):
+      problems[step] = error or "restore failed on another process (its log says why)"
       logging.error("Checkpoint of step %d (%s) cannot be restored (%s); trying the previous "
                     "one.", step, step_dir, problems[step])
+      if data_iter is not None and hasattr(data_iter, "close"):
+        data_iter.close()
       continue
     if not restore_iter:
       logging.warning("Step %d: data iterator of %d processes not restored on %d processes; "
-                      "the data order restarts (config.data_iter_on_process_change='restart').",
-                      step, saved_processes, jax.process_count())
+                      "the data order restarts from a shuffle of seed %d "
+                      "(config.data_iter_on_process_change='restart').",
+                      step, saved_processes, jax.process_count(), stream_seed)
     _move_aside(manager, workdir, [s for s in problems if s > step])
-    return state, step, restore_iter
+    return Restored(state, step, data_iter, stream_seed)
   if steps:
     listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
     raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored ({listing}). "
                        "Refusing to start from scratch over them: fix or move them away.")
-  return None, None, False
+  return Restored(None, None, None, seed)
 
 
 def _move_aside(manager, workdir: str, steps) -> None:

@@ -10,20 +10,31 @@ whole and rewrites the files through a temporary file and a rename, so an interr
 leaves the old or the new file, never half a pair, and a redo never duplicates rows. The files
 are small (a few hundred rows per checkpoint), so rewriting them is cheap.
 
+Several evaluators may write one work directory at once (`evaluate --follow` next to a manual
+`evaluate --evals ...`), so `put` holds an OS lock on `eval/.lock` (flock; released when the
+process ends, however it ends) while it re-reads the rows on disk, replaces its pair in them and
+rewrites the files: each writer's pairs survive the others'. A file system without locks gets
+a warning and no lock.
+
 Also here, because the tool and the tests share them: the summary table over several work
 directories, and which metrics are per-class details kept out of tables and plots.
 """
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import time
 
+from absl import logging
+
 COLUMNS = ("workdir", "step", "evaluator", "metric", "value", "eval_seconds", "eval_examples",
            "time")
 JSONL = "metrics.jsonl"
 CSV = "metrics.csv"
+LOCK = ".lock"
 
 
 def is_per_class(metric: str) -> bool:
@@ -38,6 +49,34 @@ def _replace_file(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def _read_rows(path: str) -> list[dict]:
+  """The rows of a metrics.jsonl ([] if there is none), each checked to be a result row."""
+  rows = []
+  if not os.path.exists(path):
+    return rows
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}, line {number}, is not JSON ({e}); fix or delete it.") from e
+        if not (isinstance(row, dict) and isinstance(row.get("step"), int)
+                and isinstance(row.get("evaluator"), str)
+                and isinstance(row.get("metric"), str) and "value" in row):
+          raise ValueError(f"{path}, line {number}, is not a result row (an object with an "
+                           "integer step, evaluator, metric and value); fix or delete it.")
+        rows.append(row)
+  return rows
+
+
+def _with_pair(rows: list[dict], step: int, evaluator: str, new: list[dict]) -> list[dict]:
+  """`rows` with the rows of (step, evaluator) replaced by `new`, sorted by step."""
+  rows = [row for row in rows if (row["step"], row["evaluator"]) != (step, evaluator)] + new
+  rows.sort(key=lambda row: row["step"])  # Stable: metric order within a pair stays.
+  return rows
+
+
 class ResultStore:
   """The rows of `WORKDIR/eval/`; `write=False` keeps them in memory only (non-zero processes)."""
 
@@ -45,22 +84,8 @@ class ResultStore:
     self.workdir = os.path.abspath(workdir)
     self.dir = os.path.join(self.workdir, "eval")
     self._write = write
-    self._rows = []
-    path = os.path.join(self.dir, JSONL)
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-          if line.strip():
-            try:
-              row = json.loads(line)
-            except json.JSONDecodeError as e:
-              raise ValueError(f"{path}, line {number}, is not JSON ({e}); fix or delete it.") from e
-            if not (isinstance(row, dict) and isinstance(row.get("step"), int)
-                    and isinstance(row.get("evaluator"), str)
-                    and isinstance(row.get("metric"), str) and "value" in row):
-              raise ValueError(f"{path}, line {number}, is not a result row (an object with an "
-                               "integer step, evaluator, metric and value); fix or delete it.")
-            self._rows.append(row)
+    self._warned_no_lock = False
+    self._rows = _read_rows(os.path.join(self.dir, JSONL))
 
   def done(self) -> set[tuple[int, str]]:
     return {(row["step"], row["evaluator"]) for row in self._rows}
@@ -72,20 +97,39 @@ class ResultStore:
 
   def put(self, step: int, evaluator: str, metrics: dict[str, float], *, seconds: float,
           examples: int) -> None:
-    """Stores (or replaces) the metrics of one (step, evaluator) pair and rewrites the files."""
+    """Stores (or replaces) the metrics of one (step, evaluator) pair and rewrites the files.
+
+    The rows written (and kept here) are those on disk at this moment with this pair replaced,
+    so they include what other evaluators of this work directory wrote since this store read
+    them. A store with `write=False` keeps its own rows only.
+    """
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    self._rows = [row for row in self._rows
-                  if (row["step"], row["evaluator"]) != (step, evaluator)]
-    self._rows.extend({"workdir": self.workdir, "step": int(step), "evaluator": evaluator,
-                       "metric": metric, "value": float(value),
-                       "eval_seconds": round(float(seconds), 3), "eval_examples": int(examples),
-                       "time": now} for metric, value in metrics.items())
-    self._rows.sort(key=lambda row: row["step"])  # Stable: metric order within a pair stays.
-    if self._write:
+    new = [{"workdir": self.workdir, "step": int(step), "evaluator": evaluator,
+            "metric": metric, "value": float(value), "eval_seconds": round(float(seconds), 3),
+            "eval_examples": int(examples), "time": now} for metric, value in metrics.items()]
+    if not self._write:
+      self._rows = _with_pair(self._rows, step, evaluator, new)
+      return
+    os.makedirs(self.dir, exist_ok=True)
+    with self._locked():
+      self._rows = _with_pair(_read_rows(os.path.join(self.dir, JSONL)), step, evaluator, new)
       self._flush(step)
 
+  @contextlib.contextmanager
+  def _locked(self):
+    """Holds eval/.lock exclusively, waiting for another writer (a rewrite takes milliseconds)."""
+    path = os.path.join(self.dir, LOCK)
+    with open(path, "a", encoding="utf-8") as f:  # Closing it releases the lock.
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+      except OSError as e:  # No locks on this file system.
+        if not self._warned_no_lock:
+          logging.warning("Cannot lock %s (%s): two evaluators writing the results of %s at "
+                          "the same moment may lose one's rows.", path, e, self.workdir)
+          self._warned_no_lock = True
+      yield
+
   def _flush(self, step: int) -> None:
-    os.makedirs(self.dir, exist_ok=True)
     _replace_file(os.path.join(self.dir, JSONL),
                   "".join(json.dumps(row) + "\n" for row in self._rows))
     text = io.StringIO()

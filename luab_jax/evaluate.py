@@ -31,6 +31,14 @@ unless `--redo`.
 `--follow` keeps polling for new checkpoints and evaluates them as they appear; it stops once
 the last step of training (config.total_steps, or total_epochs converted) has been evaluated in
 every work directory, or after `--follow_timeout` seconds without a new checkpoint.
+
+A checkpoint deleted before it could be evaluated (the trainer keeps only config.keep_ckpts) is
+skipped with a warning and left out of the table. A checkpoint that is listed but does not
+restore (damaged) is logged as an error and the others are evaluated; once the table and plots
+of those are written, the tool ends with an error (`CheckpointsNotRestored`) naming every
+checkpoint it could not restore. `--follow` tries such a checkpoint again only once its
+directory has been replaced (e.g. the trainer moved it to checkpoints_damaged/ and saved that
+step again).
 """
 
 import dataclasses
@@ -69,6 +77,18 @@ _MODEL_KEYS = ("model_name", "model", "num_classes")
 # them (baseline and LUAB differ only in the loss).
 _SETUP_KEYS = _MODEL_KEYS + ("mesh", "sharding_rules", "fsdp_min_size_mb", "data_dir", "input")
 _MAX_STEPS = 4096  # Longest checkpoint list agreed between processes.
+
+
+class CheckpointsNotRestored(RuntimeError):
+  """Checkpoints that are listed but did not restore; `result` is `run`'s result for the rest."""
+
+  def __init__(self, message: str, result: dict):
+    super().__init__(message)
+    self.result = result
+
+
+class _RestoreFailed(Exception):
+  """A listed checkpoint did not restore; the message names it and the cause."""
 
 
 # ------------------------------------------------------------------ Configs and checkpoints.
@@ -189,10 +209,12 @@ class _Run:
   setup: _Setup
   store: eval_results.ResultStore
   writer: metric_writers.MetricWriter | None
-  selected: list  # The steps --checkpoints chose at start.
+  selected: list  # The steps --checkpoints chose at start, less those deleted unevaluated.
   known: set  # Every step listed at start; later ones are new (--follow).
   kind: str = "checkpoints"  # Or "checkpoints_best" (--checkpoints best).
   final_step: int | None = None
+  # Steps that did not restore: {step: (_checkpoint_id when it failed, its _RestoreFailed)}.
+  failed: dict = dataclasses.field(default_factory=dict)
 
 
 def _labels(workdirs: list[str]) -> list[str]:
@@ -217,9 +239,26 @@ class _Throughput:
   warm_seconds: float = 0.0
 
 
+def _checkpoint_id(run: _Run, step: int):
+  """Identifies the directory of checkpoint `step` (None if absent): a re-save is another one.
+
+  The inode with its ctime: an inode number may be reused after a deletion, and an mtime may
+  be copied (`cp -a`), but a ctime is always the time of the last change.
+  """
+  try:
+    stat = os.stat(os.path.join(checkpointing.checkpoint_dir(run.workdir, kind=run.kind),
+                                str(step)))
+  except FileNotFoundError:
+    return None
+  return stat.st_ino, stat.st_ctime_ns
+
+
 def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
                    throughput: _Throughput) -> bool:
-  """Evaluates `names` on checkpoint `step`; False if the checkpoint vanished before restore."""
+  """Evaluates `names` on checkpoint `step`; False if the checkpoint vanished before restore.
+
+  Raises _RestoreFailed if the checkpoint is still listed but does not restore (damaged).
+  """
   started = time.time()
   try:
     # A run with an EMA of the weights is evaluated on the EMA, as its trainer did.
@@ -229,10 +268,11 @@ def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
                                              key="ema_params" if ema else "params")
   except Exception as e:  # pylint: disable=broad-except
     # The trainer's retention (keep_ckpts) may delete a checkpoint between listing and
-    # restoring it; that, and only that, is skipped.
+    # restoring it; that is skipped. Any other failure is reported (run() goes on with the
+    # other checkpoints and raises at the end).
     if step in checkpointing.available_steps(run.workdir, kind=run.kind):
-      raise RuntimeError(f"Checkpoint {step} of {run.workdir} ({run.kind}) could not be "
-                         f"restored: {type(e).__name__}: {e}") from e
+      raise _RestoreFailed(f"Checkpoint {step} of {run.workdir} ({run.kind}) could not be "
+                           f"restored: {type(e).__name__}: {e}") from e
     logging.warning("Checkpoint %d of %s was deleted before it could be evaluated (the "
                     "trainer keeps only config.keep_ckpts, and one best); skipping it.", step,
                     run.workdir)
@@ -266,6 +306,9 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
         plot_dir: str | None = None, plots: bool = True, devices=None,
         sleep=time.sleep) -> dict:
   """Evaluates the checkpoints of `workdirs`; returns {"table", "plots", "rows", "throughput"}.
+
+  A checkpoint that is listed but does not restore raises CheckpointsNotRestored once the rest
+  is evaluated and written; its `result` is this dict, with "not_restored" naming them.
 
   `plots=False` skips the PNGs and summary.md; `devices` restricts the mesh (default: all of
   this job's); `sleep` is how --follow waits between polls (tests pass their own).
@@ -337,17 +380,34 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
         pending = [n for n in r.eval_names if (step, n) not in done]
         if not pending:
           continue
-        if _evaluate_step(r, step, pending, seen, throughput):
+        # A checkpoint that did not restore is tried again (--follow) only once it has been
+        # saved anew; the same damaged files would fail, and be logged, at every poll.
+        if step in r.failed and r.failed[step][0] == _checkpoint_id(r, step):
+          continue
+        try:
+          evaluated = _evaluate_step(r, step, pending, seen, throughput)
+        except _RestoreFailed as e:
+          logging.error("%s Going on with the other checkpoints; the tool ends with an error "
+                        "naming it.", e)
+          r.failed[step] = (_checkpoint_id(r, step), e)
+          continue
+        if evaluated:
+          r.failed.pop(step, None)  # Saved anew since it failed, and evaluated.
           redone[r.label].update((step, n) for n in pending)
           last_progress = time.time()
           if step not in r.selected:
             r.selected.append(step)
+        elif step in r.selected:  # Deleted: warned about once, not tried again, not tabled.
+          r.selected.remove(step)
     if not follow:
       break
-    finished = [r.final_step is not None and all(
-        (r.final_step, n) in r.store.done() | redone[r.label] for n in r.eval_names) for r in runs]
+    # A final step that does not restore ends the wait too: it is reported at the end.
+    finished = [r.final_step is not None and (r.final_step in r.failed or all(
+        (r.final_step, n) in r.store.done() | redone[r.label] for n in r.eval_names))
+                for r in runs]
     if all(finished):
-      logging.info("Every work directory's final step is evaluated; stopping.")
+      logging.info("Every work directory's final step is evaluated (or could not be "
+                   "restored); stopping.")
       break
     if follow_timeout is not None and time.time() - last_progress > follow_timeout:
       logging.info("No new checkpoint for %.0fs (--follow_timeout); stopping.", follow_timeout)
@@ -367,8 +427,18 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
   for r in runs:
     if r.writer is not None:
       r.writer.close()
-  return {"table": table, "plots": plot_paths, "plot_dir": plot_dir, "rows": table_rows,
-          "throughput": throughput}
+  failures = [r.failed[step][1] for r in runs for step in sorted(r.failed)]
+  result = {"table": table, "plots": plot_paths, "plot_dir": plot_dir, "rows": table_rows,
+            "throughput": throughput, "not_restored": [str(e) for e in failures]}
+  if failures:
+    # After the results of everything else are written: nothing lost, and nothing silent.
+    # Orbax's causes quote whole TensorStore specs (kilobytes); each is in full in the log.
+    lines = [f"  {e}" if len(str(e)) <= 400 else f"  {str(e)[:400]} ... (in full in the log)"
+             for e in failures]
+    raise CheckpointsNotRestored(
+        f"{len(failures)} checkpoint(s) could not be restored; the others were evaluated and "
+        "their results written:\n" + "\n".join(lines), result) from failures[0]
+  return result
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
@@ -383,7 +453,9 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict:
                            for row in result["rows"][label] if row["step"] == step}}
 
 
-def _throughput_line(t: _Throughput) -> str:
+def _throughput_line(t: _Throughput, not_restored: int = 0) -> str:
+  if not t.images and not_restored:
+    return f"Nothing evaluated: {not_restored} checkpoint(s) could not be restored (below)."
   if not t.images:
     return "Nothing evaluated: every (checkpoint, evaluator) pair asked for was already done."
   line = (f"Evaluation speed: {t.images} images in {t.seconds:.1f}s = "
@@ -392,6 +464,13 @@ def _throughput_line(t: _Throughput) -> str:
     line += (f"; without each evaluator's first run (compilation): "
              f"{t.warm_images / t.warm_seconds:.0f} images/s")
   return line + f" on {jax.device_count()} {jax.devices()[0].platform} device(s)."
+
+
+def _print_result(result: dict) -> None:
+  print(result["table"])
+  print(_throughput_line(result["throughput"], len(result["not_restored"])))
+  print(f"Table: {os.path.join(result['plot_dir'], 'summary.md')}; "
+        f"{len(result['plots'])} plots in {result['plot_dir']}.")
 
 
 def main(argv):
@@ -403,15 +482,16 @@ def main(argv):
   xla_flags.set_defaults()  # Before JAX starts a backend.
   distributed.initialize()  # Multi-host jobs: from LUAB_* variables, see distributed.py.
   datasets.hide_accelerators_from_tensorflow()
-  result = run([w for w in f.workdir.split(",") if w], config=f.config,
-               checkpoints=f.checkpoints, evals=f.evals.split(",") if f.evals else None,
-               data_dir=f.data_dir, mesh=parse_mesh(f.mesh) if f.mesh else None,
-               follow=f.follow, follow_timeout=f.follow_timeout, poll_seconds=f.poll_seconds,
-               redo=f.redo, plot_dir=f.plot_dir)
-  print(result["table"])
-  print(_throughput_line(result["throughput"]))
-  print(f"Table: {os.path.join(result['plot_dir'], 'summary.md')}; "
-        f"{len(result['plots'])} plots in {result['plot_dir']}.")
+  try:
+    result = run([w for w in f.workdir.split(",") if w], config=f.config,
+                 checkpoints=f.checkpoints, evals=f.evals.split(",") if f.evals else None,
+                 data_dir=f.data_dir, mesh=parse_mesh(f.mesh) if f.mesh else None,
+                 follow=f.follow, follow_timeout=f.follow_timeout, poll_seconds=f.poll_seconds,
+                 redo=f.redo, plot_dir=f.plot_dir)
+  except CheckpointsNotRestored as e:
+    _print_result(e.result)  # What did work, then the error (exit status 1).
+    raise
+  _print_result(result)
 
 
 if __name__ == "__main__":

@@ -181,6 +181,45 @@ def _aggregate(pending: list[dict]) -> dict:
   return out
 
 
+def final_eval_step(workdir: str) -> int | None:
+  """The step of WORKDIR/final_eval.json (written whole or not at all), None without one."""
+  path = os.path.join(workdir, "final_eval.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f).get("step")
+    except (json.JSONDecodeError, AttributeError) as e:
+      raise ValueError(f"{path} is not a final evaluation ({e}); delete it to evaluate the "
+                       "run again.") from e
+
+
+def unlogged_evaluations(workdir: str, step: int, names: list[str]) -> list[str]:
+  """Those of `names` (evaluator entries) without a metric logged at `step` in metrics.jsonl.
+
+  Decided on process 0, which writes the file, and broadcast: every process must run the same
+  evaluations (they are collective)."""
+  if not names:
+    return []
+  logged = set()
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() == 0 and os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for number, line in enumerate(f, 1):
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          # A line cut by a kill: its evaluations count as not logged and run again.
+          logging.warning("%s, line %d, is not JSON; ignored.", path, number)
+          continue
+        if isinstance(record, dict) and record.get("step") == step:
+          logged.update(key.split("/")[0] for key in record)
+  flags_logged = np.asarray([name in logged for name in names], np.int32)
+  if jax.process_count() > 1:
+    flags_logged = multihost_utils.broadcast_one_to_all(flags_logged)
+  return [name for name, done in zip(names, flags_logged) if not done]
+
+
 def check_decoded(skipped: float, config, first: int, last: int) -> None:
   """An image that does not decode trains nothing (weight 0, pp/transforms.py) and the run goes
   on; a logging interval of which no image decoded means the dataset's images are unreadable,
@@ -254,10 +293,13 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
   ckpt_steps = durations.steps("ckpt", config, num_examples=num_train,
                                batch_size=config.batch_size, total_steps=total_steps,
                                default=total_steps, positive=True)
-  train_data = input_pipeline.make_train_dataset(
-      train_source, config.input, per_process_batch_size=per_process_batch, seed=config.seed,
-      num_points=config.model.get("num_points", 1))
-  train_iter = iter(train_data)
+
+  def train_stream(seed: int):
+    """The training iterator over the shuffle of `seed` (config.seed, unless the data order was
+    restarted: checkpointing's module docstring)."""
+    return iter(input_pipeline.make_train_dataset(
+        train_source, config.input, per_process_batch_size=per_process_batch, seed=seed,
+        num_points=config.model.get("num_points", 1)))
 
   # ------------------------------------------------------------------ Model and optimizer.
   spec = train_state_lib.model_spec(config, mesh)
@@ -271,20 +313,25 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
 
   # ------------------------------------------------------------------ Checkpoint.
   manager = checkpointing.create_manager(workdir, keep=config.keep_ckpts)
-  state, restored_step, iter_restored = checkpointing.restore_latest(
+  restored = checkpointing.restore_latest(
       manager, workdir, checkpointing.abstract_like(abstract_state, state_shardings),
-      train_iter, on_process_change=config.get("data_iter_on_process_change", "error"))
+      train_stream, seed=config.seed,
+      on_process_change=config.get("data_iter_on_process_change", "error"))
+  state, data_seed = restored.state, restored.data_seed
+  # A new run, or a restarted data order (checkpointing docstring): a fresh stream.
+  train_iter = (restored.data_iter if restored.data_iter is not None
+                else train_stream(data_seed))
   if state is None:
     state = train_state_lib.init_train_state(spec, tx, config.seed, state_shardings)
   else:
-    logging.info("Resumed from the checkpoint of step %d in %s.", restored_step,
+    logging.info("Resumed from the checkpoint of step %d in %s.", restored.step,
                  checkpointing.checkpoint_dir(workdir))
-    if not iter_restored:  # A new data order, seeded by the step (checkpointing docstring).
-      train_iter.close()
-      train_iter = iter(input_pipeline.make_train_dataset(
-          train_source, config.input, per_process_batch_size=per_process_batch,
-          seed=config.seed + restored_step, num_points=config.model.get("num_points", 1)))
   first_step = int(jax.device_get(state["step"]))
+  if first_step > total_steps:
+    raise ValueError(f"The checkpoint of step {first_step} in {workdir} is past "
+                     f"config.total_steps={total_steps}: nothing to train, and its evaluation "
+                     "would be reported as the final one. Evaluate it with luab_jax.evaluate, "
+                     "or use a new --workdir.")
   best_manager = None
   if config.get("best_metric"):
     best_manager = checkpointing.create_best_manager(workdir, config.best_metric,
@@ -341,6 +388,16 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
     logging.info("config.best_metric=%r is reported by evaluator %s (checked on the initial "
                  "model in %.1fs).", config.best_metric, name, time.time() - started)
 
+  if 0 < first_step < total_steps:
+    # A run stopped (SIGTERM, kill -9) after saving a step but before that step's evaluations
+    # were logged would otherwise never evaluate it.
+    due = [name for name, every in eval_every.items() if every and first_step % every == 0]
+    missing = unlogged_evaluations(workdir, first_step, due)
+    if missing:
+      logging.info("Evaluations due at the restored step %d were not logged: running %s.",
+                   first_step, missing)
+      save_best(first_step, run_evals(first_step, missing))
+
   # ------------------------------------------------------------------ Loop.
   logging.info("Training steps %d..%d (warmup %d, log every %d, checkpoint every %d).",
                first_step + 1, total_steps, warmup_steps, log_steps, ckpt_steps)
@@ -349,7 +406,7 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
   pending, last_log_time, last_log_step = [], time.time(), first_step
   unchecked = []  # (step, nan_skipped_steps) not yet fetched: checked before every save.
   last_saved = first_step
-  last_results = {}
+  last_results, last_results_step = {}, None
   step = first_step
 
   def check_finite():
@@ -381,8 +438,10 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
           # the first batch) does not make the work directory its own.
           write_config(config, workdir)
         progress(step)
+        preempted = preempt.reached(step)
 
-        if step % log_steps == 0 or step == total_steps:
+        # At a stop too: the steps since the last log would not be logged by anyone.
+        if (step % log_steps == 0 or step == total_steps or step == stop_at_step or preempted):
           # Averaged over the steps since the last log; fetching forces a sync, hence only here.
           check_finite()
           means = _aggregate(pending)
@@ -398,10 +457,9 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
                                      f"{last_log_step + 1} and {step}: {means}")
           pending, last_log_time, last_log_step = [], now, step
 
-        preempted = preempt.reached(step)
         if (step % ckpt_steps == 0 or step == total_steps or step == stop_at_step or preempted):
           check_finite()  # Never write a non-finite state over a good checkpoint.
-          checkpointing.save(manager, step, state, train_iter, force=True)
+          checkpointing.save(manager, step, state, train_iter, data_seed=data_seed, force=True)
           last_saved = step
 
         if preempted:
@@ -411,6 +469,7 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
         if due:
           results = run_evals(step, due)
           last_results.update(results)
+          last_results_step = step
           save_best(step, results)
         if step == stop_at_step:
           logging.info("Stopping at step %d as asked; run again to resume.", step)
@@ -425,7 +484,9 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
       best_manager.close()
     train_iter.close()  # Stops the prefetch worker processes and frees their shared memory.
     writer.flush()
-  if preempt.signum is not None and step < total_steps:
+  if preempt.signum is not None and (step < total_steps or last_results_step != step):
+    # Also at the last step when its final evaluation did not run: the run is not finished
+    # (exit 128 + signal), and the rerun evaluates it (below).
     message = (f"Preempted by {preemption.signal_name(preempt.signum)}: saved the checkpoint "
                f"of step {step} in {checkpointing.checkpoint_dir(workdir)}; run the same "
                "command again to resume.")
@@ -433,9 +494,13 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
     raise preemption.Preempted(preempt.exit_code, message)
   if step == first_step:  # A finished run started again: record its (compatible) config.
     write_config(config, workdir)
-    if step >= total_steps and not os.path.exists(os.path.join(workdir, "final_eval.json")):
-      # Its final evaluation was interrupted (or the evaluators changed): run it now.
-      last_results = run_evals(step, list(evals))
+    if final_eval_step(workdir) != step:
+      # Its final evaluation was interrupted (or is of fewer steps, before total_steps grew):
+      # run it now.
+      last_results, last_results_step = run_evals(step, list(evals)), step
+      save_best(step, last_results)
+  if last_results_step != step:
+    last_results = {}  # Evaluations of an earlier step are not the final ones.
   if last_results and jax.process_index() == 0:
     path = os.path.join(workdir, "final_eval.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:  # Whole or absent, never truncated.

@@ -1,10 +1,16 @@
 """`python -m luab_jax.evaluate` over several checkpoints of tiny training runs (baseline + LUAB)."""
 
 import csv
+import fcntl
 import glob
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -17,7 +23,8 @@ from luab_jax import evaluate
 from luab_jax import run_config
 from luab_jax import train
 
-_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "demo.py")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = os.path.join(_ROOT, "configs", "demo.py")
 _STEPS = [2, 4, 6]
 _EVALS = ["cls", "loc"]
 
@@ -78,6 +85,22 @@ class _Counts:
 
     monkeypatch.setattr(checkpointing, "restore_params", counted_restore)
     monkeypatch.setattr(evaluate.evaluators, "make_model_fns", kept_fns)
+
+
+def _damage(workdir, step, how):
+  """Damages checkpoint `step` in place, as a full disk or a bad copy would: still listed."""
+  state = os.path.join(workdir, "checkpoints", str(step), "state")
+  if how == "data":
+    paths = glob.glob(os.path.join(state, "**", "d", "*"), recursive=True)
+    assert paths, f"no data files under {state}"
+    for path in paths:
+      with open(path, "r+b") as f:
+        f.truncate(16)
+  else:  # `: > manifest.ocdbt`
+    path = os.path.join(state, "manifest.ocdbt")
+    assert os.path.exists(path), path
+    open(path, "w", encoding="utf-8").close()
+  assert step in checkpointing.available_steps(workdir)
 
 
 def test_config_json_round_trips(runs, tiny_data_dir):
@@ -186,6 +209,60 @@ def test_follow_timeout_stops_without_the_last_step(runs, tmp_path):
   assert waits == [] and {r["step"] for r in eval_results.ResultStore(str(baseline)).rows()} == {4}
 
 
+def test_follow_tries_deleted_and_damaged_checkpoints_once(runs, tmp_path, monkeypatch):
+  """--follow: a checkpoint pruned by the trainer before its evaluation is warned about once
+  and dropped; a damaged one is not tried again until it is saved anew."""
+  baseline, _ = _copy(runs, tmp_path)
+  counts = _Counts(monkeypatch)
+  counted = checkpointing.restore_params
+
+  def pruned_first(workdir, step, abstract, **kwargs):
+    # The trainer's keep_ckpts deletes step 2 between the listing and its restore.
+    if step == 2 and os.path.isdir(os.path.join(workdir, "checkpoints", "2")):
+      shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))
+    return counted(workdir, step, abstract, **kwargs)
+
+  monkeypatch.setattr(checkpointing, "restore_params", pruned_first)
+  _damage(str(baseline), 4, "manifest")
+  saved = tmp_path / "saved6"
+  shutil.move(str(baseline / "checkpoints" / "6"), str(saved))
+  waits = []
+
+  def sleep(seconds):
+    waits.append(seconds)
+    assert len(waits) <= 2, "still polling"
+    if len(waits) == 2:  # The trainer saves step 4 again (after a restart) and then step 6.
+      shutil.rmtree(baseline / "checkpoints" / "4")
+      shutil.copytree(os.path.join(runs["baseline"][0], "checkpoints", "4"),
+                      baseline / "checkpoints" / "4")
+      shutil.move(str(saved), str(baseline / "checkpoints" / "6"))
+
+  result = evaluate.run([str(baseline)], evals=["loc"], follow=True, poll_seconds=5,
+                        sleep=sleep, plots=False)
+  assert waits == [5, 5]
+  assert counts.restores == [("baseline", 2), ("baseline", 4), ("baseline", 4), ("baseline", 6)]
+  assert {r["step"] for r in eval_results.ResultStore(str(baseline)).rows()} == {4, 6}
+  assert "| metric | baseline@4 | baseline@6 |" in result["table"]
+  assert result["not_restored"] == []
+
+
+def test_follow_stops_at_a_damaged_final_step(runs, tmp_path):
+  """--follow waits for the final step; one that does not restore ends the wait (reported)."""
+  baseline, _ = _copy(runs, tmp_path)
+  _damage(str(baseline), 6, "data")
+  waits = []
+
+  def sleep(seconds):
+    waits.append(seconds)
+    assert len(waits) <= 2, "still polling"
+
+  with pytest.raises(evaluate.CheckpointsNotRestored,
+                     match=r"^1 checkpoint\(s\).*\n  Checkpoint 6 of \S*baseline "):
+    evaluate.run([str(baseline)], evals=["loc"], follow=True, sleep=sleep, plots=False)
+  assert waits == []
+  assert {r["step"] for r in eval_results.ResultStore(str(baseline)).rows()} == {2, 4}
+
+
 def test_clear_errors(runs, tmp_path, tiny_data_dir):
   baseline, _ = _copy(runs, tmp_path)
   with pytest.raises(FileNotFoundError, match=r"No checkpoint of steps \[5\].*\[2, 4, 6\]"):
@@ -210,17 +287,81 @@ def test_clear_errors(runs, tmp_path, tiny_data_dir):
   assert evaluate.parse_mesh("data:-1,fsdp:2") == (("data", -1), ("fsdp", 2))
 
 
-def test_damaged_checkpoint_is_an_error_naming_its_step(runs, tmp_path):
-  """A checkpoint that is listed but does not restore stops the tool with its step named (a
-  missing one is skipped: the trainer's retention deletes them)."""
-  baseline, _ = _copy(runs, tmp_path)
-  for path in glob.glob(str(baseline / "checkpoints" / "4" / "state" / "**" / "d" / "*"),
-                        recursive=True):
-    with open(path, "r+b") as f:
-      f.truncate(16)
-  with pytest.raises(RuntimeError, match=r"Checkpoint 4 of .*baseline \(checkpoints\) could "
-                     "not be restored"):
-    evaluate.run([str(baseline)], checkpoints="4")
+def test_damaged_checkpoints_are_reported_after_the_others_are_evaluated(runs, tmp_path,
+                                                                        caplog):
+  """A listed checkpoint that does not restore is logged, the batch goes on, and the tool ends
+  with an error naming every such step (a missing one is skipped: the trainer's retention
+  deletes them)."""
+  baseline, luab = _copy(runs, tmp_path)
+  _damage(str(baseline), 4, "data")
+  _damage(str(luab), 2, "manifest")
+  with pytest.raises(RuntimeError) as raised:
+    evaluate.run([str(baseline), str(luab)], evals=["loc"])
+  message = str(raised.value)
+  assert message.startswith("2 checkpoint(s) could not be restored"), message
+  assert len(re.findall(r"Checkpoint 4 of \S*baseline \(checkpoints\) could not be restored: "
+                        r"\w+", message)) == 1, message
+  assert len(re.findall(r"Checkpoint 2 of \S*luab \(checkpoints\) could not be restored: "
+                        r"\w+", message)) == 1, message
+  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+  assert len(errors) == 2 and "baseline" in errors[0] and "Checkpoint 4" in errors[0], errors
+  # Everything else was evaluated and written: rows, the table and the plots.
+  for workdir, steps in ((baseline, {2, 6}), (luab, {4, 6})):
+    rows = eval_results.ResultStore(str(workdir)).rows()
+    assert {(r["step"], r["evaluator"]) for r in rows} == {(s, "loc") for s in steps}
+  table = (tmp_path / "eval_plots" / "summary.md").read_text(encoding="utf-8")
+  assert "| metric | baseline@2 | baseline@6 | luab@4 | luab@6 |" in table
+  result = raised.value.result
+  assert result["table"] + "\n" == table and len(result["not_restored"]) == 2
+  assert result["plots"] and all(os.path.exists(path) for path in result["plots"])
+  # Run again: the done pairs are skipped, the damaged ones are tried (and reported) again.
+  with pytest.raises(RuntimeError, match=r"^1 checkpoint\(s\).*\n  Checkpoint 4 of "):
+    evaluate.run([str(baseline)], evals=["loc"], plots=False)
+
+
+def _put(store, step, evaluator, value):
+  store.put(step, evaluator, {"metric": value}, seconds=1.0, examples=8)
+
+
+def test_result_stores_of_one_workdir_keep_each_others_rows(tmp_path):
+  """Two evaluators of one work directory (`--follow` next to a manual run), each with its own
+  store read at start: both keep their rows, on disk and in step_N.json."""
+  first, second = eval_results.ResultStore(str(tmp_path)), eval_results.ResultStore(str(tmp_path))
+  _put(first, 2, "cls", 0.5)
+  _put(second, 2, "loc", 0.25)
+  _put(second, 4, "loc", 0.75)
+  _put(first, 2, "cls", 0.125)  # A redo replaces its own pair only.
+  pairs = {(2, "cls"), (2, "loc"), (4, "loc")}
+  assert eval_results.ResultStore(str(tmp_path)).done() == pairs
+  assert first.done() == pairs  # What it wrote is what it holds.
+  rows = eval_results.ResultStore(str(tmp_path)).rows(steps={2})
+  assert [(r["evaluator"], r["value"]) for r in rows] == [("loc", 0.25), ("cls", 0.125)]
+  with open(tmp_path / "eval" / "step_2.json", encoding="utf-8") as f:
+    assert json.load(f) == {"step": 2, "cls/metric": 0.125, "loc/metric": 0.25}
+  with open(tmp_path / "eval" / eval_results.CSV, newline="", encoding="utf-8") as f:
+    assert len(list(csv.DictReader(f))) == 3
+
+
+def test_result_store_waits_for_another_writer(tmp_path):
+  """`put` holds eval/.lock while it reads, merges and rewrites: a writer holding it is waited
+  for, and its rows are kept."""
+  store = eval_results.ResultStore(str(tmp_path))
+  _put(store, 2, "cls", 0.5)
+  with open(tmp_path / "eval" / eval_results.LOCK, "a", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Another process in the middle of its rewrite.
+    writer = threading.Thread(target=_put, args=(store, 4, "cls", 0.25))
+    writer.start()
+    time.sleep(0.5)
+    assert writer.is_alive(), "put did not wait for eval/.lock"
+    # The lock holder writes its row (as its put would, under the lock).
+    rows = eval_results.ResultStore(str(tmp_path)).rows()
+    rows.append(dict(rows[0], evaluator="loc", value=0.125))
+    (tmp_path / "eval" / eval_results.JSONL).write_text(
+        "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    fcntl.flock(lock, fcntl.LOCK_UN)
+  writer.join(timeout=30)
+  assert not writer.is_alive()
+  assert eval_results.ResultStore(str(tmp_path)).done() == {(2, "cls"), (4, "cls"), (2, "loc")}
 
 
 def test_result_rows_of_the_wrong_shape_are_named(runs, tmp_path):
@@ -231,3 +372,24 @@ def test_result_rows_of_the_wrong_shape_are_named(runs, tmp_path):
     path.write_text(line + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 1, is not a result row"):
       eval_results.ResultStore(str(baseline))
+
+
+_WRITER = """
+import sys, time
+from luab_jax import eval_results
+store = eval_results.ResultStore(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # Both start writing together.
+for step in range(150):
+  store.put(step, sys.argv[2], {"metric": float(step)}, seconds=1.0, examples=8)
+"""
+
+
+def test_two_processes_writing_one_workdir_keep_all_rows(tmp_path):
+  """Two processes putting pairs into one work directory at the same time lose none."""
+  start = str(time.time() + 2.0)
+  writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), name, start],
+                              cwd=_ROOT, env={**os.environ, "PYTHONPATH": _ROOT})
+             for name in ("cls", "loc")]
+  assert [w.wait(timeout=120) for w in writers] == [0, 0]
+  done = eval_results.ResultStore(str(tmp_path)).done()
+  assert done == {(step, name) for step in range(150) for name in ("cls", "loc")}

@@ -129,11 +129,14 @@ def test_preempt_damage_fall_back_resume_on_fewer_devices_evaluate_best(tiny_dat
   manager = checkpointing.create_manager(work)
   with pytest.raises(ValueError, match=r"step 6 .* data iterator of 2 processes, but this job "
                                        r"has 1.*data_iter_on_process_change"):
-    checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None)
-  state, step, iter_restored = checkpointing.restore_latest(
-      manager, work, _abstract_state(config, mesh), None, on_process_change="restart")
+    checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
+                                 seed=config.seed)
+  restored = checkpointing.restore_latest(
+      manager, work, _abstract_state(config, mesh), None, seed=config.seed,
+      on_process_change="restart")
   manager.close()
-  assert step == 6 and int(state["step"]) == 6 and not iter_restored
+  assert restored.step == 6 and int(restored.state["step"]) == 6
+  assert restored.data_iter is None and restored.data_seed == config.seed + 6
 
 
 def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
@@ -149,7 +152,8 @@ def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
   manager = checkpointing.create_manager(str(tmp_path))
   with pytest.raises(RuntimeError, match=r"step 4: missing or empty: commit_success.txt.*"
                                          r"step 2: missing"):
-    checkpointing.restore_latest(manager, str(tmp_path), _abstract_state(config, mesh), None)
+    checkpointing.restore_latest(manager, str(tmp_path), _abstract_state(config, mesh), None,
+                                 seed=config.seed)
   manager.close()
 
 
@@ -193,6 +197,88 @@ def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data
   assert [logged[s]["data/skipped_images"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
   assert np.isfinite(logged[4]["loss"])
   assert "loss" not in logged[3]  # The mean over the interval leaves the skipped step out.
+
+
+def test_a_stop_never_loses_an_evaluation_nor_reports_an_earlier_one_as_final(
+    tiny_data_dir, tmp_path, monkeypatch):
+  """SIGTERM before a step's evaluations ran: the resumed run runs them first. SIGTERM at the
+  last step: the run is not finished (exit 143, no final_eval.json of an earlier step), and
+  the rerun evaluates it and offers it to the best checkpoint."""
+  config = _config(tiny_data_dir, total_steps=2, ckpt_steps=100, log_training_steps=100)
+  config.mesh = [("data", 1), ("fsdp", 1)]
+  del config.evals["loc"]
+  config.evals.bgc.every_steps = 1
+  config.best_metric = "bgc/original/accuracy"
+  work, one_device = str(tmp_path), jax.devices()[:1]
+  best_offered = []
+  save_best = checkpointing.save_best
+  monkeypatch.setattr(checkpointing, "save_best", lambda manager, step, *args: (
+      best_offered.append(step), save_best(manager, step, *args)))
+
+  def run_stopped_during(batch):
+    _inject(monkeypatch, batch, lambda _: signal.raise_signal(signal.SIGTERM))
+    with pytest.raises(preemption.Preempted) as raised:
+      train.train_and_evaluate(config, work, devices=one_device)
+    return raised.value
+
+  def evaluated_steps():
+    return sorted({r["step"] for r in _records(work) if "bgc/original/accuracy" in r})
+
+  # Step 1 saved, its evaluation not run; the steps since the last log are logged at the stop.
+  assert "step 1" in run_stopped_during(1).message
+  assert evaluated_steps() == [] and [r["step"] for r in _records(work) if "loss" in r] == [1]
+  # Resumed: step 1 evaluated first. Then stopped during step 2, the last: saved, but its
+  # final evaluation did not run, so the run is not finished.
+  preempted = run_stopped_during(1)
+  assert preempted.code == 128 + signal.SIGTERM and "step 2" in preempted.message
+  assert evaluated_steps() == [1] and best_offered == [1]
+  assert not os.path.exists(os.path.join(work, "final_eval.json"))
+  # Run again: the final evaluation, reported and offered to the best checkpoint.
+  monkeypatch.undo()
+  monkeypatch.setattr(checkpointing, "save_best", lambda manager, step, *args: (
+      best_offered.append(step), save_best(manager, step, *args)))
+  final = train.train_and_evaluate(config, work, devices=one_device)
+  assert evaluated_steps() == [1, 2] and best_offered == [1, 2]
+  with open(os.path.join(work, "final_eval.json"), encoding="utf-8") as f:
+    assert json.load(f) == {"step": 2, **final}
+  # A total below the checkpoint's step is refused, not reported as finished.
+  config.total_steps = 1
+  with pytest.raises(ValueError, match=r"checkpoint of step 2 .* past config.total_steps=1"):
+    train.train_and_evaluate(config, work, devices=one_device)
+  # One step more, stopped during it: final_eval.json (step 2's) is not taken for step 3's.
+  config.total_steps = 3
+  assert "step 3" in run_stopped_during(1).message
+  monkeypatch.undo()
+  final = train.train_and_evaluate(config, work, devices=one_device)
+  with open(os.path.join(work, "final_eval.json"), encoding="utf-8") as f:
+    assert json.load(f) == {"step": 3, **final}
+
+
+def test_a_restarted_data_order_is_kept_by_later_resumes(tiny_data_dir, tmp_path):
+  """After a process-count change restarts the data order (a shuffle of seed + step), a later
+  ordinary resume continues that order: it went back to config.seed's shuffle at the restarted
+  stream's position, seeing some examples twice and others never."""
+  config = _config(tiny_data_dir, total_steps=8, ckpt_steps=2, log_training_steps=1)
+  config.mesh = [("data", 1), ("fsdp", 1)]
+  config.evals = {}
+  one_device = jax.devices()[:1]
+  uninterrupted, resumed = str(tmp_path / "uninterrupted"), str(tmp_path / "resumed")
+  train.train_and_evaluate(config, uninterrupted, stop_at_step=2, devices=one_device)
+  # As if a job of 2 processes had written step 2.
+  iter_dir = os.path.join(uninterrupted, "checkpoints", "2", "data_iter")
+  os.rename(os.path.join(iter_dir, "process_0-of-1.json"),
+            os.path.join(iter_dir, "process_0-of-2.json"))
+  shutil.copytree(uninterrupted, resumed)
+  config.data_iter_on_process_change = "restart"
+  train.train_and_evaluate(config, uninterrupted, devices=one_device)
+  train.train_and_evaluate(config, resumed, stop_at_step=5, devices=one_device)
+  train.train_and_evaluate(config, resumed, devices=one_device)
+
+  def losses(work):
+    return {r["step"]: r["loss"] for r in _records(work) if "loss" in r}
+
+  assert sorted(losses(resumed)) == list(range(1, 9))
+  assert losses(resumed) == losses(uninterrupted)
 
 
 def test_a_logging_interval_of_undecodable_images_stops_the_run(tiny_data_dir, tmp_path,

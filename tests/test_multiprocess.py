@@ -126,6 +126,32 @@ def test_processes_given_different_configs_refuse_to_start(tiny_data_dir, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_step_damaged_on_one_process_is_given_up_by_all(tiny_data_dir, tmp_path):
+  """Process 1's iterator state of the last step is cut short: both processes resume from the
+  step before (each restoring another step, they waited on each other until JAX's heartbeat
+  killed them)."""
+  workdir = str(tmp_path / "multi" / "work")
+  os.makedirs(os.path.dirname(workdir))
+  every_2 = ["--config.ckpt_steps=2"]
+  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: every_2, 1: every_2})
+  assert not failed, "\n".join(failed)
+  with open(os.path.join(workdir, "checkpoints", str(_STEPS), "data_iter",
+                         "process_1-of-2.json"), "w") as f:
+    f.write('{"next_index": ')
+  more = [*every_2, f"--config.total_steps={_STEPS + 2}"]
+  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: more, 1: more})
+  assert not failed, "\n".join(failed)
+  logs = [open(os.path.join(tmp_path, "multi", f"worker{i}.log")).read() for i in (0, 1)]
+  assert f"Resumed from the checkpoint of step {_STEPS - 2}" in logs[0]
+  assert f"Resumed from the checkpoint of step {_STEPS - 2}" in logs[1]
+  assert "damaged on another process" in logs[0] and "process_1-of-2.json" in logs[1]
+  assert os.listdir(os.path.join(workdir, "checkpoints_damaged")) == [str(_STEPS)]
+  losses = [r["step"] for r in metric_logs.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if "loss" in r]
+  assert losses == [1, 2, 3, 4, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
 def test_four_processes_match_one(tiny_data_dir, tmp_path):
   _check_against_one_process(4, 2, tiny_data_dir, tmp_path)
 

@@ -1,5 +1,10 @@
 """The training stream: each example follows from its stream position alone."""
 
+import os
+import subprocess
+import sys
+import time
+
 import grain
 import ml_collections
 import numpy as np
@@ -83,3 +88,68 @@ def test_read_threads_and_worker_processes_give_the_same_stream():
 def test_an_empty_training_source_is_an_error():
   with pytest.raises(ValueError, match="training source is empty"):
     input_pipeline.make_train_dataset([], _input(), per_process_batch_size=BATCH, seed=SEED)
+
+
+_KILLED_TRAINER = """
+import time
+from absl import flags
+import ml_collections
+import numpy as np
+from luab_jax import input_pipeline
+flags.FLAGS(["trainer"])  # Grain's workers read absl flags, parsed in a real trainer.
+records = [{"image": np.zeros((20, 24, 3), np.uint8), "label": 0,
+            "point": np.float32([0.5, 0.5]), "has_point": True} for _ in range(16)]
+config = ml_collections.ConfigDict(dict(
+    image_size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, num_workers=2,
+    read_threads=1, prefetch_buffer=2))
+stream = iter(input_pipeline.make_train_dataset(records, config, per_process_batch_size=8,
+                                                seed=0))
+next(stream)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def _grain_workers(parent: int) -> list[int]:
+  """Live processes started by `parent` through multiprocessing's spawn (not its tracker)."""
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        spawned = b"spawn_main" in f.read()
+    except (FileNotFoundError, ProcessLookupError):
+      continue
+    if int(ppid) == parent and spawned and state != "Z":
+      found.append(int(pid))
+  return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_processes_exit_when_the_trainer_is_killed():
+  """A trainer killed with SIGKILL left its Grain workers running (and their shared memory)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  trainer = subprocess.Popen([sys.executable, "-c", _KILLED_TRAINER], stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"})
+  try:
+    assert trainer.stdout.readline().strip() == b"ready"
+    workers = _grain_workers(trainer.pid)
+    assert len(workers) == 2
+  finally:
+    trainer.kill()
+    trainer.wait()
+  deadline = time.time() + 10 * input_pipeline.PARENT_POLL_SECONDS
+  alive = workers
+  while alive and time.time() < deadline:
+    time.sleep(0.2)
+    alive = [pid for pid in workers if _is_running(pid)]
+  assert not alive, f"Grain workers {alive} outlived their killed parent"
+
+
+def _is_running(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
