@@ -4,8 +4,10 @@ LUAB (lam > 0) or the baseline (lam=0), evaluated on ImageNet val. Prepare the d
 (README, "Real data"), then on a pod slice (launch/README section of the README):
 
   python -m luab_jax.train --config configs/vit_b16_imagenet_ab.py:lam=1 \
+      --config.data_dir=/mnt/BUCKET/tfds \
       --workdir /mnt/BUCKET/luab/vit_b16_lam1
   python -m luab_jax.train --config configs/vit_b16_imagenet_ab.py:lam=0 \
+      --config.data_dir=/mnt/BUCKET/tfds \
       --workdir /mnt/BUCKET/luab/vit_b16_baseline
 
 Larger slices: shard parameters and optimizer state too (FSDP), and/or split attention heads
@@ -35,7 +37,10 @@ do not compare its absolute numbers with the paper's. Expected result: LUAB abov
 in top-1 and in minival point error; not yet measured by this project.
 
 Training runs on ImageNet-AB's train[:99%]; train[99%:] (12,812 images) is the minival split for
-the point error, and ImageNet's validation set (TFDS `imagenet2012`) gives top-1.
+the point error, and ImageNet's validation set (TFDS `imagenet2012`) gives top-1. ImageNet-AB
+stores its records class by class, so both slices are taken over a fixed permutation of the
+records (`datasets.core.get_source`): minival samples every class, and no class is left out
+of training.
 
 Expected runtime: not measured. Compute: ViT-B/16 at 224 px is about 105 GFLOP per image per
 training step (3 x 35 GFLOP forward, a multiply-add counted as 2), so 300 epochs are 4.0e19

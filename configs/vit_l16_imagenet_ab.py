@@ -1,6 +1,7 @@
 """ViT-L/16 on ImageNet-AB: the B/16 recipe (configs/vit_b16_imagenet_ab.py) with the large model.
 
   python -m luab_jax.train --config configs/vit_l16_imagenet_ab.py:lam=1 \
+      --config.data_dir=/mnt/BUCKET/tfds \
       --workdir /mnt/BUCKET/luab/vit_l16_lam1
 
 Everything but the model size comes from configs/vit_b16_imagenet_ab.py (and through it from

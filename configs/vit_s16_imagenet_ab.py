@@ -3,8 +3,10 @@
 Prepare the data once (README, "Real data"), then:
 
   python -m luab_jax.train --config configs/vit_s16_imagenet_ab.py:lam=1 \
+      --config.data_dir=/mnt/BUCKET/tfds \
       --workdir /mnt/BUCKET/luab/vit_s16_lam1
   python -m luab_jax.train --config configs/vit_s16_imagenet_ab.py:lam=0 \
+      --config.data_dir=/mnt/BUCKET/tfds \
       --workdir /mnt/BUCKET/luab/vit_s16_baseline
 
 Small local mode, on the test fixture (a handful of photographs; seconds on a CPU):
@@ -27,7 +29,10 @@ the baseline in top-1 and in point error on minival; the size of the gain at thi
 not been measured by this project.
 
 Training runs on ImageNet-AB's train[:99%]; train[99%:] (12,812 images) is the minival split for
-the point error, and ImageNet's validation set (TFDS `imagenet2012`) gives top-1.
+the point error, and ImageNet's validation set (TFDS `imagenet2012`) gives top-1. ImageNet-AB
+stores its records class by class, so both slices are taken over a fixed permutation of the
+records (`datasets.core.get_source`): minival samples every class, and no class is left out
+of training.
 
 Expected runtime: not measured. Compute: ViT-S/16 at 224 px is about 27.6 GFLOP per image per
 training step (3 x 9.2 GFLOP forward, counting a multiply-add as 2), so 300 epochs are

@@ -7,6 +7,7 @@
 #   bash launch/tpu_pod.sh create              # reuses the TPU VM if it exists
 #   bash launch/tpu_pod.sh setup               # copies this checkout, installs the venv
 #   bash launch/tpu_pod.sh run --config configs/vit_b16_imagenet_ab.py:lam=1 \
+#       --config.data_dir=/mnt/BUCKET/tfds \
 #       --workdir /mnt/BUCKET/luab/b16_lam1    # starts on all workers, then streams worker 0
 #   bash launch/tpu_pod.sh logs [WORKER]       # stream a worker's log again (default 0)
 #   bash launch/tpu_pod.sh stop                # stops the trainer on every worker

@@ -36,13 +36,13 @@ import functools
 import math
 import os
 import threading
-import time
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 
+from luab_jax import parent_watch
 from luab_jax.pp import transforms
 
 
@@ -116,31 +116,13 @@ def _maybe_prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDatase
         num_workers=num_workers, per_worker_buffer_size=_PER_WORKER_BUFFER),
         # The pid is taken here, in the parent: a worker still starting when its parent dies
         # would otherwise take its new parent (init) for it.
-        worker_init_fn=functools.partial(exit_with_parent, parent=os.getpid()))
+        worker_init_fn=functools.partial(_grain_worker_init, parent=os.getpid()))
   return ds
 
 
-# How often a worker looks for its parent; it outlives a killed parent by at most this.
-PARENT_POLL_SECONDS = 1.0
-
-
-def exit_with_parent(worker_index: int, worker_count: int, *, parent: int) -> None:
-  """Grain worker start-up: the worker exits when the process that started it is gone.
-
-  Grain stops its workers when the iterator is closed or the parent exits normally, but a
-  trainer killed with SIGKILL (or by the OOM killer) left them running, each holding its memory
-  and its shared-memory batches. A thread polls the parent's pid rather than using Linux's
-  PR_SET_PDEATHSIG, which fires when the *thread* that started the worker ends, and Grain may
-  start workers from a prefetch thread.
-  """
+def _grain_worker_init(worker_index: int, worker_count: int, *, parent: int) -> None:
   del worker_index, worker_count
-
-  def watch():
-    while os.getppid() == parent:
-      time.sleep(PARENT_POLL_SECONDS)
-    os._exit(1)  # Reparented: the parent is gone. Nothing here is worth flushing.
-
-  threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
+  parent_watch.exit_with_parent(parent)
 
 
 _THREAD_RNG = threading.local()

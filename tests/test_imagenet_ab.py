@@ -476,3 +476,40 @@ def test_images_of_another_class_and_empty_classes_are_reported(tmp_path):
                        iab.XmlFolder(str(tmp_path / "none")))
   assert not list(iab.class_examples(unit, "train", report))
   assert report.skipped == {f"train:{iab.FOREIGN_IMAGE}": 1, f"train:{iab.EMPTY_CLASS}": 1}
+
+
+def test_slices_of_the_class_ordered_train_split_sample_every_class(sequential):
+  """Records are stored class by class: TFDS's train[99%:] (the configs' minival) was the last
+  classes only, never trained on by train[:99%]. Slices are taken over a fixed permutation."""
+  data_dir = str(pathlib.Path(sequential[2].data_dir).parents[2])
+  labels = [int(record["label"]) for record in sequential[0]]
+  assert labels == sorted(labels)  # Stored in class order.
+  head = core.get_source(CONFIG, "train[:60%]", data_dir, features=("label", "file_name"))
+  tail = core.get_source(CONFIG, "train[60%:]", data_dir, features=("label", "file_name"))
+  names = [head[i]["file_name"] for i in range(len(head))] + [
+      tail[i]["file_name"] for i in range(len(tail))]
+  assert sorted(names) == sorted(record["file_name"] for record in sequential[0])  # A partition.
+  # Not the last classes only: the first class too (a random sample of 4 of 10 records).
+  assert labels[0] in {tail[i]["label"] for i in range(len(tail))}
+  # The whole split is read as stored.
+  whole = core.get_source(CONFIG, "train", data_dir, features=("label",))
+  assert [int(whole[i]["label"]) for i in range(len(whole))] == labels
+
+
+def test_preparing_again_names_what_it_does_not_do(sequential, caplog):
+  """A prepared dataset is reused: a new --manual_dir is not read, and the directory a killed
+  preparation left (TFDS never removes it; a sharded one holds up to the whole dataset) is
+  named with its size, both as warnings."""
+  data_dir = pathlib.Path(sequential[2].data_dir)
+  leftover = data_dir.parent / "incomplete.abc123_1.0.0"
+  (leftover / "units.tmp").mkdir(parents=True)
+  (leftover / "units.tmp" / "train-000000").write_bytes(b"x" * 2 ** 20)
+  try:
+    with caplog.at_level("WARNING"):
+      core.prepare(CONFIG, str(data_dir.parents[2]), manual_dir="/elsewhere")
+  finally:
+    shutil.rmtree(leftover)
+  assert (f"{CONFIG} is already prepared in {data_dir}: --manual_dir /elsewhere is not read "
+          "(delete that directory to prepare it again).") in caplog.messages
+  assert (f"{leftover} (1.0 MB) was left by an interrupted preparation; delete it unless a "
+          "preparation is running now.") in caplog.messages

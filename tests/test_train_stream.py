@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from luab_jax import input_pipeline
+from luab_jax import parent_watch
 from luab_jax.pp import transforms
 
 SEED = 3
@@ -139,7 +140,7 @@ def test_worker_processes_exit_when_the_trainer_is_killed():
   finally:
     trainer.kill()
     trainer.wait()
-  deadline = time.time() + 10 * input_pipeline.PARENT_POLL_SECONDS
+  deadline = time.time() + 10 * parent_watch.POLL_SECONDS
   alive = workers
   while alive and time.time() < deadline:
     time.sleep(0.2)

@@ -12,6 +12,7 @@ import importlib.util
 import os
 from typing import Any
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 # TFDS's own copy of the tf.train.Example proto (no TensorFlow needed), as its parser uses.
@@ -76,8 +77,16 @@ def prepare(name: str, data_dir: str | None, *, manual_dir: str | None = None,
     raise ValueError(f"Dataset {name!r} is only prepared sequentially (num_processes=1).")
   if units:
     b.set_manual_dir(manual_dir or os.path.join(os.fspath(b.data_dir_root), "downloads", "manual"))
+  if b.is_prepared() and manual_dir:
+    logging.warning("%s is already prepared in %s: --manual_dir %s is not read (delete that "
+                    "directory to prepare it again).", name, b.data_dir, manual_dir)
+  _warn_about_interrupted_preparations(b)
   if units and b.is_prepared():
     report = preparation.read_report(b.data_dir)
+    if report is None:
+      logging.warning("%s has no %s (prepared by an older version, or its preparation was "
+                      "killed after the data was in place): the repaired and skipped records "
+                      "are not known.", b.data_dir, preparation.REPORT_FILE)
   elif num_processes > 1:
     report = preparation.prepare_sharded(b, num_processes)
   else:
@@ -91,6 +100,23 @@ def prepare(name: str, data_dir: str | None, *, manual_dir: str | None = None,
     print(f"{name} preparation report ({os.path.join(b.data_dir, preparation.REPORT_FILE)}):\n"
           f"{report.summary()}")
   return b
+
+
+def _warn_about_interrupted_preparations(b) -> None:
+  """TFDS prepares into `incomplete.*` next to the final directory and renames it when done; a
+  killed preparation leaves it behind (a sharded one with up to the whole dataset in it), and
+  TFDS never removes it. Named here with its size, not deleted: another preparation of the same
+  dataset may be writing it."""
+  parent = os.path.dirname(os.fspath(b.data_dir))
+  if not os.path.isdir(parent):
+    return
+  for entry in sorted(os.listdir(parent)):
+    path = os.path.join(parent, entry)
+    if entry.startswith("incomplete.") and os.path.isdir(path):
+      size = sum(os.path.getsize(os.path.join(root, name))
+                 for root, _, names in os.walk(path) for name in names)
+      logging.warning("%s (%.1f MB) was left by an interrupted preparation; delete it unless "
+                      "a preparation is running now.", path, size / 2 ** 20)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,10 +244,71 @@ def get_source(name: str, split: str, data_dir: str | None, *,
   # thread.
   decoders = {key: tfds.decode.SkipDecoding() for key, feature in b.info.features.items()
               if isinstance(feature, tfds.features.Image)}
-  source = b.as_data_source(split=split, decoders=decoders or None)
+  indices = _slice_of_ordered_split(b, split)
+  if indices is None:
+    source = b.as_data_source(split=split, decoders=decoders or None)
+  else:
+    source = RecordSubset(b.as_data_source(split=split.split("[")[0],
+                                           decoders=decoders or None), indices)
   if features is None:
     return source
   return FeatureSubsetSource(source, tuple(key for key in features if key in b.info.features))
+
+
+# Seed of the fixed permutation that slices of record-ordered splits are taken over.
+SLICE_PERMUTATION_SEED = 0
+
+
+def _slice_of_ordered_split(b, split: str) -> np.ndarray | None:
+  """The record indices a slice ("train[99%:]", "train[:1000]") selects when the builder
+  stores records in generation order (`disable_shuffling`: ImageNet-AB and COCO-AB in class
+  and file order, luab_shapes by index); None for a whole split or a shuffled builder.
+
+  TFDS slices such a split as one contiguous block of records, so ImageNet-AB's
+  train[99%:] was its last ~10 classes (never trained on by train[:99%]). Here the slice is
+  taken over a fixed pseudo-random permutation of the split's records (sorted back into record
+  order for reading), so complementary slices stay complementary and each samples every class.
+  """
+  base = split.split("[")[0]
+  if base == split or not b.info.disable_shuffling:
+    return None
+  if "+" in split:
+    raise ValueError(f"Split {split!r} of {b.info.full_name}: unions of slices are not "
+                     "supported for this record-ordered dataset; use one slice.")
+  (instruction,) = tfds.core.ReadInstruction.from_spec(split).to_absolute(b.info.splits)
+  count = b.info.splits[base].num_examples
+  order = np.random.default_rng(SLICE_PERMUTATION_SEED).permutation(count)
+  return np.sort(order[instruction.from_:instruction.to])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Indexed:
+  """Items `indices` of a random-access sequence, in that order."""
+  items: Any
+  indices: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int):
+    return self.items[int(self.indices[index])]
+
+
+class RecordSubset(_Indexed):
+  """Records `indices` of a TFDS data source, as a data source of its own (`get_source`'s
+  slices of record-ordered splits); `data_source` is the view of the raw records, as TFDS's."""
+
+  @property
+  def dataset_info(self):
+    return self.items.dataset_info
+
+  @property
+  def decoders(self):
+    return self.items.decoders
+
+  @property
+  def data_source(self):
+    return _Indexed(self.items.data_source, self.indices)
 
 
 def num_classes(name: str, data_dir: str | None) -> int | None:

@@ -29,6 +29,8 @@ from tensorflow_datasets.core import dataset_builder
 from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import file_adapters
 
+from luab_jax import parent_watch
+
 REPORT_FILE = "prepare_report.json"
 FILE_FORMAT = file_adapters.FileFormat.ARRAY_RECORD
 # How many file names to keep per reason: enough to find the files, small for 1.28M images.
@@ -213,8 +215,9 @@ class _TaskResult:
 _worker_builder: UnitBuilder | None = None
 
 
-def _init_worker(spec: _BuilderSpec) -> None:
+def _init_worker(spec: _BuilderSpec, parent: int) -> None:
   global _worker_builder
+  parent_watch.exit_with_parent(parent)  # A killed preparation leaves no worker writing on.
   _worker_builder = spec.make()
 
 
@@ -307,7 +310,7 @@ def prepare_sharded(builder: UnitBuilder, num_processes: int) -> PrepareReport:
       # An executor, not multiprocessing.Pool: a worker that dies (or fails to start) raises
       # BrokenProcessPool here instead of being replaced forever.
       with futures.ProcessPoolExecutor(num_processes, mp_context=multiprocessing.get_context(
-          "spawn"), initializer=_init_worker, initargs=(spec,)) as pool:
+          "spawn"), initializer=_init_worker, initargs=(spec, os.getpid())) as pool:
         for split in builder._split_names():  # pylint: disable=protected-access
           units = builder._work_units(split)  # pylint: disable=protected-access
           tasks = [_Task(split, i, unit, os.path.join(units_dir, f"{split}-{i:06d}"))
