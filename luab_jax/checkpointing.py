@@ -206,14 +206,19 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
     try:
       if restore_iter:
         stream_seed = data_seed(manager, step, step_dir, seed)
-        if make_data_iter is not None:
-          data_iter = make_data_iter(stream_seed)
-          items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
-      state = manager.restore(step, args=ocp.args.Composite(**items))[STATE]
     except Exception as e:  # pylint: disable=broad-except
-      # Orbax/TensorStore raise many types for damaged data; each is reported, and the run
-      # fails below if no step restores.
       error = f"restore failed: {type(e).__name__}: {e}"
+    if error is None and restore_iter and make_data_iter is not None:
+      # Outside the try: an error of the input config is not a damaged checkpoint.
+      data_iter = make_data_iter(stream_seed)
+      items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+    if error is None:
+      try:
+        state = manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax/TensorStore raise many types for damaged data; each is reported, and the run
+        # fails below if no step restores.
+        error = f"restore failed: {type(e).__name__}: {e}"
     if not _on_every_process(error is None):
       problems[step] = error or "restore failed on another process (its log says why)"
       logging.error("Checkpoint of step %d (%s) cannot be restored (%s); trying the previous "

@@ -64,7 +64,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     leaf = re.search(r"'?([^'\n]*)", text).group(1)
     suggestion = re.search(r'Did you mean "([^"]+)"', text)
     overrides = [arg[2:].split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
-    culprits = [key for key in overrides if leaf in key.split(".")] or [leaf]
+    culprits = [key for key in overrides if leaf in key.split(".")]
+    if not culprits:
+      raise  # Not an override: an error inside the config file, with its own traceback.
     files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
     files += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
     source = f"{files[0].split(':')[0]}'s get_config()" if files else "the config file"

@@ -38,7 +38,9 @@ restore (damaged) is logged as an error and the others are evaluated; once the t
 of those are written, the tool ends with an error (`CheckpointsNotRestored`) naming every
 checkpoint it could not restore. `--follow` tries such a checkpoint again only once its
 directory has been replaced (e.g. the trainer moved it to checkpoints_damaged/ and saved that
-step again).
+step again). With several processes this holds for damage every process sees alike (shared
+storage): a checkpoint that fails to restore on one process only stops the job (JAX's
+heartbeat), as Orbax's restore is collective.
 """
 
 import dataclasses

@@ -194,11 +194,15 @@ def final_eval_step(workdir: str) -> int | None:
                        "run again.") from e
 
 
-def unlogged_evaluations(workdir: str, step: int, names: list[str]) -> list[str]:
+def unlogged_evaluations(workdir: str, step: int, names: list[str],
+                         evaluators: list[str]) -> list[str]:
   """Those of `names` (evaluator entries) without a metric logged at `step` in metrics.jsonl.
 
-  Decided on process 0, which writes the file, and broadcast: every process must run the same
-  evaluations (they are collective)."""
+  Only evaluation records count: those whose every metric is "EVALUATOR/..." for one of
+  `evaluators` (all of the config's; an evaluator named like a training metric, "loss" or
+  "data", is not taken for logged by the training record of that step). Decided on process 0,
+  which writes the file, and broadcast: every process must run the same evaluations (they are
+  collective)."""
   if not names:
     return []
   logged = set()
@@ -212,8 +216,13 @@ def unlogged_evaluations(workdir: str, step: int, names: list[str]) -> list[str]
           # A line cut by a kill: its evaluations count as not logged and run again.
           logging.warning("%s, line %d, is not JSON; ignored.", path, number)
           continue
-        if isinstance(record, dict) and record.get("step") == step:
-          logged.update(key.split("/")[0] for key in record)
+        if not isinstance(record, dict) or record.get("step") != step:
+          continue
+        keys = [key for key in record if key != "step"]
+        owners = {next((name for name in evaluators if key.startswith(f"{name}/")), None)
+                  for key in keys}
+        if keys and None not in owners:
+          logged.update(owners)
   flags_logged = np.asarray([name in logged for name in names], np.int32)
   if jax.process_count() > 1:
     flags_logged = multihost_utils.broadcast_one_to_all(flags_logged)
@@ -388,16 +397,6 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
     logging.info("config.best_metric=%r is reported by evaluator %s (checked on the initial "
                  "model in %.1fs).", config.best_metric, name, time.time() - started)
 
-  if 0 < first_step < total_steps:
-    # A run stopped (SIGTERM, kill -9) after saving a step but before that step's evaluations
-    # were logged would otherwise never evaluate it.
-    due = [name for name, every in eval_every.items() if every and first_step % every == 0]
-    missing = unlogged_evaluations(workdir, first_step, due)
-    if missing:
-      logging.info("Evaluations due at the restored step %d were not logged: running %s.",
-                   first_step, missing)
-      save_best(first_step, run_evals(first_step, missing))
-
   # ------------------------------------------------------------------ Loop.
   logging.info("Training steps %d..%d (warmup %d, log every %d, checkpoint every %d).",
                first_step + 1, total_steps, warmup_steps, log_steps, ckpt_steps)
@@ -423,6 +422,20 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
 
   try:
     with preemption.Preemption() as preempt:
+      if 0 < first_step < total_steps:
+        # A run stopped (SIGTERM, kill -9) after saving a step but before that step's
+        # evaluations were logged would otherwise never evaluate it.
+        due = [name for name, every in eval_every.items() if every and first_step % every == 0]
+        missing = unlogged_evaluations(workdir, first_step, due, list(evals))
+        if missing:
+          logging.info("Evaluations due at the restored step %d were not logged: running %s.",
+                       first_step, missing)
+          save_best(first_step, run_evals(first_step, missing))
+      if first_step == total_steps and evals and final_eval_step(workdir) != first_step:
+        # A finished run started again whose final evaluation was interrupted (or is of fewer
+        # steps, before total_steps grew): run it now.
+        last_results, last_results_step = run_evals(first_step, list(evals)), first_step
+        save_best(first_step, last_results)
       while step < total_steps:
         step += 1
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -484,7 +497,7 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
       best_manager.close()
     train_iter.close()  # Stops the prefetch worker processes and frees their shared memory.
     writer.flush()
-  if preempt.signum is not None and (step < total_steps or last_results_step != step):
+  if preempt.signum is not None and (step < total_steps or (evals and last_results_step != step)):
     # Also at the last step when its final evaluation did not run: the run is not finished
     # (exit 128 + signal), and the rerun evaluates it (below).
     message = (f"Preempted by {preemption.signal_name(preempt.signum)}: saved the checkpoint "
@@ -494,11 +507,6 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
     raise preemption.Preempted(preempt.exit_code, message)
   if step == first_step:  # A finished run started again: record its (compatible) config.
     write_config(config, workdir)
-    if final_eval_step(workdir) != step:
-      # Its final evaluation was interrupted (or is of fewer steps, before total_steps grew):
-      # run it now.
-      last_results, last_results_step = run_evals(step, list(evals)), step
-      save_best(step, last_results)
   if last_results_step != step:
     last_results = {}  # Evaluations of an earlier step are not the final ones.
   if last_results and jax.process_index() == 0:

@@ -52,6 +52,18 @@ def test_the_command_line_names_an_unknown_override_key(capsys):
   assert "unknown config key config.model.no_such_key: " in capsys.readouterr().err
 
 
+def test_an_error_inside_a_config_file_keeps_its_traceback(tmp_path):
+  """Only an unknown key of an override is rewritten: a bug in get_config is raised as is."""
+  path = tmp_path / "buggy.py"
+  path.write_text("import ml_collections\n\ndef get_config():\n"
+                  "  config = ml_collections.ConfigDict()\n  config.model.variant = 'mu/8'\n"
+                  "  return config\n", encoding="utf-8")
+  with mock.patch.object(config_args.app, "parse_flags_with_usage",
+                         lambda argv: _parse(*argv[1:])):
+    with pytest.raises(AttributeError, match="model"):
+      config_args.parse_flags(["prog", f"--config={path}", "--config.seed=1"])
+
+
 def test_the_demo_config_takes_its_class_count_from_the_dataset():
   """luab_shapes/tiny has 4 classes, the others 10: `--dataset luab_shapes/tiny` trained a
   10-class model on 4 classes."""

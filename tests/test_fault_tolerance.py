@@ -245,6 +245,12 @@ def test_a_stop_never_loses_an_evaluation_nor_reports_an_earlier_one_as_final(
   config.total_steps = 1
   with pytest.raises(ValueError, match=r"checkpoint of step 2 .* past config.total_steps=1"):
     train.train_and_evaluate(config, work, devices=one_device)
+  # An input config error on resume is itself, not "no checkpoint can be restored".
+  config.total_steps = 2
+  config.input.ram_budget_mb = 0
+  with pytest.raises(ValueError, match=r"config.input.ram_budget_mb=0 cannot hold"):
+    train.train_and_evaluate(config, work, devices=one_device)
+  config.input.ram_budget_mb = None
   # One step more, stopped during it: final_eval.json (step 2's) is not taken for step 3's.
   config.total_steps = 3
   assert "step 3" in run_stopped_during(1).message
@@ -252,6 +258,31 @@ def test_a_stop_never_loses_an_evaluation_nor_reports_an_earlier_one_as_final(
   final = train.train_and_evaluate(config, work, devices=one_device)
   with open(os.path.join(work, "final_eval.json"), encoding="utf-8") as f:
     assert json.load(f) == {"step": 3, **final}
+
+
+def test_without_evaluators_a_stop_at_the_last_step_finishes_the_run(tiny_data_dir, tmp_path,
+                                                                      monkeypatch):
+  config = _config(tiny_data_dir, total_steps=1, ckpt_steps=100, log_training_steps=100)
+  config.mesh = [("data", 1), ("fsdp", 1)]
+  config.evals = {}
+  _inject(monkeypatch, 1, lambda _: signal.raise_signal(signal.SIGTERM))
+  assert train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1]) == {}
+  assert os.listdir(checkpointing.checkpoint_dir(str(tmp_path))) == ["1"]
+
+
+def test_only_evaluation_records_count_as_logged_evaluations(tmp_path):
+  """An evaluator named like a training metric ("accuracy", "data/...") is not taken for
+  logged by the training record of its step; a line cut by a kill counts as nothing."""
+  records = [{"step": 4, "loss": 1.0, "accuracy": 0.5, "data/skipped_images": 0.0},
+             {"step": 4, "uptime": 9.0},
+             {"step": 4, "bgc/original/accuracy": 0.25, "loc/point_l1": 0.1},
+             {"step": 2, "accuracy/top1": 0.1}]
+  lines = [json.dumps(record) for record in records] + ['{"step": 4, "data/x']
+  (tmp_path / "metrics.jsonl").write_text("\n".join(lines), encoding="utf-8")
+  evaluators = ["accuracy", "data", "bgc", "loc"]
+  assert train.unlogged_evaluations(str(tmp_path), 4, evaluators, evaluators) == [
+      "accuracy", "data"]
+  assert train.unlogged_evaluations(str(tmp_path), 2, ["accuracy"], evaluators) == []
 
 
 def test_a_restarted_data_order_is_kept_by_later_resumes(tiny_data_dir, tmp_path):
