@@ -303,7 +303,9 @@ def test_damaged_checkpoints_are_reported_after_the_others_are_evaluated(runs, t
                         r"\w+", message)) == 1, message
   assert len(re.findall(r"Checkpoint 2 of \S*luab \(checkpoints\) could not be restored: "
                         r"\w+", message)) == 1, message
-  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+  # Ours only: Orbax and asyncio log errors of their own about the failed reads.
+  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"
+            and "Going on with the other checkpoints" in r.getMessage()]
   assert len(errors) == 2 and "baseline" in errors[0] and "Checkpoint 4" in errors[0], errors
   # Everything else was evaluated and written: rows, the table and the plots.
   for workdir, steps in ((baseline, {2, 6}), (luab, {4, 6})):
