@@ -223,7 +223,7 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
       problems[step] = error or "restore failed on another process (its log says why)"
       logging.error("Checkpoint of step %d (%s) cannot be restored (%s); trying the previous "
                     "one.", step, step_dir, problems[step])
-      if data_iter is not None and hasattr(data_iter, "close"):
+      if data_iter is not None:
         data_iter.close()
       continue
     if not restore_iter:

@@ -20,6 +20,7 @@ from absl import flags
 
 from luab_jax import config_schema
 from luab_jax import run_config
+from luab_jax import workdir as workdir_lib
 from luab_jax.datasets import core as datasets
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Where both runs and the table go.")
@@ -60,21 +61,16 @@ def _config(lam: float):
   return module.get_config(_config_args(lam))
 
 
-def _read_results(path: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      results = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); delete it to evaluate the run again.") from e
-  if not isinstance(results, dict) or "step" not in results:
-    raise ValueError(f"{path} is not a trainer's final evaluation (no 'step'); delete it to "
-                     "evaluate the run again.")
+def _read_results(run_dir: str) -> dict:
+  results = workdir_lib.read_final_eval(run_dir)
+  if results is None:
+    raise FileNotFoundError(f"The trainer wrote no {workdir_lib.FINAL_EVAL} in {run_dir}.")
   return results
 
 
 def _train(name: str, lam: float, workdir: str) -> tuple[dict, float]:
   run_dir = os.path.join(workdir, name)
-  result_file = os.path.join(run_dir, "final_eval.json")
+  result_file = os.path.join(run_dir, workdir_lib.FINAL_EVAL)
   config_file = os.path.join(run_dir, "config.json")
   if os.path.exists(result_file) and os.path.exists(config_file):
     # Reused only if trained with this very config: an incompatible one (another lambda) is
@@ -84,7 +80,7 @@ def _train(name: str, lam: float, workdir: str) -> tuple[dict, float]:
     if not changes:
       print(f"[demo] {name}: already trained with this config, reusing {result_file}",
             flush=True)
-      return _read_results(result_file), 0.0
+      return _read_results(run_dir), 0.0
     print(f"[demo] {name}: trained with another config ({'; '.join(changes)}); resuming",
           flush=True)
   command = [sys.executable, "-m", "luab_jax.train", f"--config={_CONFIG}:{_config_args(lam)}",
@@ -92,7 +88,7 @@ def _train(name: str, lam: float, workdir: str) -> tuple[dict, float]:
   print(f"[demo] {name}: {' '.join(command)}", flush=True)
   started = time.time()
   subprocess.run(command, check=True)
-  return _read_results(result_file), time.time() - started
+  return _read_results(run_dir), time.time() - started
 
 
 def comparison_table(baseline: dict, luab: dict, lam: float) -> str:

@@ -20,15 +20,13 @@ Also here, because the tool and the tests share them: the summary table over sev
 directories, and which metrics are per-class details kept out of tables and plots.
 """
 
-import contextlib
 import csv
-import fcntl
 import io
 import json
 import os
 import time
 
-from absl import logging
+from luab_jax import workdir as workdir_lib
 
 COLUMNS = ("workdir", "step", "evaluator", "metric", "value", "eval_seconds", "eval_examples",
            "time")
@@ -40,13 +38,6 @@ LOCK = ".lock"
 def is_per_class(metric: str) -> bool:
   """Per-class details such as multilabel's `class_ap/07`: in the files, not in tables/plots."""
   return metric.rsplit("/", 1)[-1].isdigit()
-
-
-def _replace_file(path: str, text: str) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8", newline="") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -84,7 +75,6 @@ class ResultStore:
     self.workdir = os.path.abspath(workdir)
     self.dir = os.path.join(self.workdir, "eval")
     self._write = write
-    self._warned_no_lock = False
     self._rows = _read_rows(os.path.join(self.dir, JSONL))
 
   def done(self) -> set[tuple[int, str]]:
@@ -111,36 +101,26 @@ class ResultStore:
       self._rows = _with_pair(self._rows, step, evaluator, new)
       return
     os.makedirs(self.dir, exist_ok=True)
-    with self._locked():
+    with workdir_lib.file_lock(
+        os.path.join(self.dir, LOCK), wait=True,
+        unprotected=f"two evaluators writing the results of {self.workdir} at the same moment "
+        "may lose one's rows."):
       self._rows = _with_pair(_read_rows(os.path.join(self.dir, JSONL)), step, evaluator, new)
       self._flush(step)
 
-  @contextlib.contextmanager
-  def _locked(self):
-    """Holds eval/.lock exclusively, waiting for another writer (a rewrite takes milliseconds)."""
-    path = os.path.join(self.dir, LOCK)
-    with open(path, "a", encoding="utf-8") as f:  # Closing it releases the lock.
-      try:
-        fcntl.flock(f, fcntl.LOCK_EX)
-      except OSError as e:  # No locks on this file system.
-        if not self._warned_no_lock:
-          logging.warning("Cannot lock %s (%s): two evaluators writing the results of %s at "
-                          "the same moment may lose one's rows.", path, e, self.workdir)
-          self._warned_no_lock = True
-      yield
-
   def _flush(self, step: int) -> None:
-    _replace_file(os.path.join(self.dir, JSONL),
-                  "".join(json.dumps(row) + "\n" for row in self._rows))
+    workdir_lib.write_atomically(os.path.join(self.dir, JSONL),
+                                 "".join(json.dumps(row) + "\n" for row in self._rows))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(self._rows)
-    _replace_file(os.path.join(self.dir, CSV), text.getvalue())
+    workdir_lib.write_atomically(os.path.join(self.dir, CSV), text.getvalue())
     merged = {"step": step}
     merged.update({f"{row['evaluator']}/{row['metric']}": row["value"]
                    for row in self._rows if row["step"] == step})
-    _replace_file(os.path.join(self.dir, f"step_{step}.json"), json.dumps(merged, indent=2) + "\n")
+    workdir_lib.write_atomically(os.path.join(self.dir, f"step_{step}.json"),
+                                 json.dumps(merged, indent=2) + "\n")
 
 
 def summary_table(runs: dict[str, list[dict]]) -> str:

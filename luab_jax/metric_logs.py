@@ -7,6 +7,7 @@ TensorBoard log and one JSONL, not one per host.
 import json
 import os
 
+from absl import logging
 import jax
 import numpy as np
 from clu import metric_writers
@@ -92,7 +93,18 @@ def create_writer(workdir: str, *, jsonl_name: str = "metrics.jsonl",
   return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir, jsonl_name))])
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """Reads a metrics JSONL back (used by the demo table and the tests)."""
+def read_jsonl(path: str, *, skip_cut_lines: bool = False) -> list[dict]:
+  """Reads a metrics JSONL back. `skip_cut_lines`: a line that is not JSON (cut short by a
+  kill mid-write) is logged and left out instead of raising."""
+  records = []
   with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        if not skip_cut_lines:
+          raise
+        logging.warning("%s, line %d, is not JSON; ignored.", path, number)
+  return records

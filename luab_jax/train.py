@@ -149,10 +149,8 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """(Re)writes config.json (after the first step: see the loop); atomically, since a kill
   mid-write must not leave a config.json that blocks resuming."""
   if jax.process_index() == 0:
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
+    workdir_lib.write_atomically(os.path.join(workdir, "config.json"),
+                                 config.to_json_best_effort(indent=2))
 
 
 def _process_age() -> float:
@@ -181,19 +179,6 @@ def _aggregate(pending: list[dict]) -> dict:
   return out
 
 
-def final_eval_step(workdir: str) -> int | None:
-  """The step of WORKDIR/final_eval.json (written whole or not at all), None without one."""
-  path = os.path.join(workdir, "final_eval.json")
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    try:
-      return json.load(f).get("step")
-    except (json.JSONDecodeError, AttributeError) as e:
-      raise ValueError(f"{path} is not a final evaluation ({e}); delete it to evaluate the "
-                       "run again.") from e
-
-
 def unlogged_evaluations(workdir: str, step: int, names: list[str],
                          evaluators: list[str]) -> list[str]:
   """Those of `names` (evaluator entries) without a metric logged at `step` in metrics.jsonl.
@@ -208,21 +193,15 @@ def unlogged_evaluations(workdir: str, step: int, names: list[str],
   logged = set()
   path = os.path.join(workdir, "metrics.jsonl")
   if jax.process_index() == 0 and os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for number, line in enumerate(f, 1):
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          # A line cut by a kill: its evaluations count as not logged and run again.
-          logging.warning("%s, line %d, is not JSON; ignored.", path, number)
-          continue
-        if not isinstance(record, dict) or record.get("step") != step:
-          continue
-        keys = [key for key in record if key != "step"]
-        owners = {next((name for name in evaluators if key.startswith(f"{name}/")), None)
-                  for key in keys}
-        if keys and None not in owners:
-          logged.update(owners)
+    # A line cut by a kill is skipped: its evaluations count as not logged and run again.
+    for record in metric_logs.read_jsonl(path, skip_cut_lines=True):
+      if not isinstance(record, dict) or record.get("step") != step:
+        continue
+      keys = [key for key in record if key != "step"]
+      owners = {next((name for name in evaluators if key.startswith(f"{name}/")), None)
+                for key in keys}
+      if keys and None not in owners:
+        logged.update(owners)
   flags_logged = np.asarray([name in logged for name in names], np.int32)
   if jax.process_count() > 1:
     flags_logged = multihost_utils.broadcast_one_to_all(flags_logged)
@@ -431,7 +410,8 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
           logging.info("Evaluations due at the restored step %d were not logged: running %s.",
                        first_step, missing)
           save_best(first_step, run_evals(first_step, missing))
-      if first_step == total_steps and evals and final_eval_step(workdir) != first_step:
+      if (first_step == total_steps and evals
+          and (workdir_lib.read_final_eval(workdir) or {}).get("step") != first_step):
         # A finished run started again whose final evaluation was interrupted (or is of fewer
         # steps, before total_steps grew): run it now.
         last_results, last_results_step = run_evals(first_step, list(evals)), first_step
@@ -452,9 +432,10 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
           write_config(config, workdir)
         progress(step)
         preempted = preempt.reached(step)
+        stopping = step == total_steps or step == stop_at_step or preempted
 
         # At a stop too: the steps since the last log would not be logged by anyone.
-        if (step % log_steps == 0 or step == total_steps or step == stop_at_step or preempted):
+        if step % log_steps == 0 or stopping:
           # Averaged over the steps since the last log; fetching forces a sync, hence only here.
           check_finite()
           means = _aggregate(pending)
@@ -470,7 +451,7 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
                                      f"{last_log_step + 1} and {step}: {means}")
           pending, last_log_time, last_log_step = [], now, step
 
-        if (step % ckpt_steps == 0 or step == total_steps or step == stop_at_step or preempted):
+        if step % ckpt_steps == 0 or stopping:
           check_finite()  # Never write a non-finite state over a good checkpoint.
           checkpointing.save(manager, step, state, train_iter, data_seed=data_seed, force=True)
           last_saved = step
@@ -510,10 +491,8 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
   if last_results_step != step:
     last_results = {}  # Evaluations of an earlier step are not the final ones.
   if last_results and jax.process_index() == 0:
-    path = os.path.join(workdir, "final_eval.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:  # Whole or absent, never truncated.
-      json.dump({"step": step, **last_results}, f, indent=2)
-    os.replace(path + ".tmp", path)
+    workdir_lib.write_atomically(os.path.join(workdir, workdir_lib.FINAL_EVAL),
+                                 json.dumps({"step": step, **last_results}, indent=2))
   return last_results
 
 
