@@ -21,13 +21,17 @@ used only if it is complete and restores on all of them), so one process's damag
 file cannot make the processes resume from different steps and wait on each other forever.
 
 The data iterator's state is one small JSON per process (`process_{i}-of-{n}.json`), valid only
-for the same number of processes `n` (and `input.num_workers`), and a position in the stream
-of one shuffle seed, which every step records (`data_order`: {"seed": S}; steps written before
-it was recorded are of `config.seed`). Resuming on another process count is an error naming
-both counts, unless `config.data_iter_on_process_change = "restart"`: then model and optimizer
-are restored, and the data order restarts from a fresh shuffle seeded by config.seed + the
-restored step (not bitwise the original run, by construction), which later steps record, so
-later resumes continue that order. Parameters alone (`restore_params`, used by evaluation)
+for the same number of processes `n` and `input.num_workers`. Every step therefore also records
+where that iterator is in the training stream (`data_order`, a `DataPosition`): the stream of
+shuffle seed S, the iterator built to start at global batch F, the next step reading global
+batch N, and the worker count W. A global batch holds the same examples with the same crops
+whatever the number of processes or workers (`input_pipeline`), so a resume on another process
+or worker count builds the iterator at global batch N and continues exactly where the run
+stopped (logged); with the same counts, Grain's own state is restored onto an iterator built at
+F. Steps written before all four were recorded ({"seed": S} only, or no `data_order`: the stream
+of config.seed) resume by position too: their next batch is the step minus S - config.seed (a
+restarted data order, which earlier versions offered on a process-count change, was seeded
+config.seed + the step it started at). Parameters alone (`restore_params`, used by evaluation)
 restore on any process count.
 
 Best checkpoints (`create_best_manager`): `{workdir}/checkpoints_best/{step}/params`, the
@@ -58,7 +62,6 @@ REQUIRED_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt", f"{STATE}/_METAD
                   f"{STATE}/manifest.ocdbt", f"{STATE}/commit_success.txt",
                   f"{DATA_ITER}/commit_success.txt")
 _ITER_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
-DATA_ITER_POLICIES = ("error", "restart")
 
 
 def checkpoint_dir(workdir: str, *, kind: str = "checkpoints") -> str:
@@ -82,14 +85,33 @@ def create_manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
                                item_handlers=item_handlers)
 
 
+@dataclasses.dataclass(frozen=True)
+class DataPosition:
+  """Where a checkpoint's data iterator is: the stream of shuffle `seed`, the iterator built at
+  global batch `first_batch` (input_pipeline.make_train_dataset), the next step reading global
+  batch `next_batch`; `num_workers` (input.num_workers) None where not recorded."""
+  seed: int
+  first_batch: int
+  next_batch: int
+  num_workers: int | None = None
+
+  def after(self, steps: int) -> "DataPosition":
+    """The position `steps` training steps (one global batch each) later."""
+    return dataclasses.replace(self, next_batch=self.next_batch + steps)
+
+  def started_at_next_batch(self) -> "DataPosition":
+    """The same stream, its iterator built at the next batch (a resume by position)."""
+    return dataclasses.replace(self, first_batch=self.next_batch)
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, data_iter=None, *,
-         data_seed: int | None = None, force: bool = False) -> bool:
-  """Saves the state, and the data iterator with the shuffle seed of its stream."""
+         position: DataPosition | None = None, force: bool = False) -> bool:
+  """Saves the state, and the data iterator with its position in the stream."""
   items = {STATE: ocp.args.StandardSave(state)}
   if data_iter is not None:
     items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
-  if data_seed is not None:
-    items[DATA_ORDER] = ocp.args.JsonSave({"seed": int(data_seed)})
+  if position is not None:
+    items[DATA_ORDER] = ocp.args.JsonSave(dataclasses.asdict(position))
   return manager.save(step, args=ocp.args.Composite(**items), force=force)
 
 
@@ -98,15 +120,6 @@ def abstract_like(tree, shardings):
   return jax.tree.map(
       lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
       tree, shardings)
-
-
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):
-  """Restores `step` onto the shardings in `abstract_state`; `data_iter` is updated in place."""
-  items = {STATE: ocp.args.StandardRestore(abstract_state)}
-  if data_iter is not None:
-    items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
-  restored = manager.restore(step, args=ocp.args.Composite(**items))
-  return restored[STATE]
 
 
 def data_iter_process_count(step_dir: str) -> int | None:
@@ -146,41 +159,51 @@ def _on_every_process(ok: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
-def data_seed(manager: ocp.CheckpointManager, step: int, step_dir: str,
-              default: int) -> int:
-  """The shuffle seed of the data stream a step's iterator state is a position in."""
+def data_position(manager: ocp.CheckpointManager, step: int, step_dir: str,
+                  seed: int) -> DataPosition:
+  """The position of a step's data iterator (`seed`: config.seed, for steps that lack it)."""
   if not os.path.isdir(os.path.join(step_dir, DATA_ORDER)):
-    return default  # Written before the seed was recorded: the stream of config.seed.
+    return DataPosition(seed, 0, step)  # Written before it was recorded: config.seed's stream.
   order = manager.restore(step, args=ocp.args.Composite(
       **{DATA_ORDER: ocp.args.JsonRestore()}))[DATA_ORDER]
   if not isinstance(order, dict) or not isinstance(order.get("seed"), int):
-    raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not {{'seed': INT}}.")
-  return order["seed"]
+    raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not a data position "
+                     "{'seed': INT, ...}.")
+  if set(order) == {"seed"}:  # Recorded the seed only: see the module docstring.
+    if not 0 <= order["seed"] - seed <= step:
+      raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}: not config.seed={seed}'s "
+                       f"stream, nor one restarted at a step up to {step} (seeded config.seed "
+                       "+ that step).")
+    return DataPosition(order["seed"], 0, step - (order["seed"] - seed))
+  fields = {field.name for field in dataclasses.fields(DataPosition)}
+  if set(order) != fields or not all(isinstance(order[name], int) for name in fields) or not (
+      0 <= order["first_batch"] <= order["next_batch"]):
+    raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not a data position "
+                     f"(integers {sorted(fields)}, 0 <= first_batch <= next_batch).")
+  return DataPosition(**order)
 
 
 @dataclasses.dataclass
 class Restored:
   """What `restore_latest` found: the state and step (None without checkpoints), the data
-  iterator at the saved position (None if none was restored) and the seed of its stream."""
+  iterator (None if none was restored: build it at `position.first_batch`) and its position."""
   state: Any
   step: int | None
   data_iter: Any
-  data_seed: int
+  position: DataPosition
 
 
 def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
-                   make_data_iter: Callable[[int], Any] | None, *, seed: int,
-                   on_process_change: str = "error") -> Restored:
+                   make_data_iter: Callable[[DataPosition], Any] | None, *, seed: int,
+                   num_workers: int) -> Restored:
   """Restores the newest step that is complete and readable; see the module docstring.
 
-  `make_data_iter(data_seed)` builds the data iterator of a stream (None: restore no iterator);
-  `seed` is config.seed. Without checkpoints: Restored(None, None, None, seed). After a
-  process-count change with on_process_change="restart", `data_iter` is None and `data_seed`
-  the new stream's.
+  `make_data_iter(position)` builds the data iterator of `position.seed`'s stream at global
+  batch `position.first_batch` (None: restore no iterator); `seed` is config.seed and
+  `num_workers` config.input.num_workers. Without checkpoints: Restored(None, None, None,
+  the start of config.seed's stream). Where Grain's state does not apply (another process or
+  worker count, or an older step), `data_iter` is None and `position` starts at its next batch.
   """
-  if on_process_change not in DATA_ITER_POLICIES:
-    raise ValueError(f"config.data_iter_on_process_change={on_process_change!r}; use one of "
-                     f"{DATA_ITER_POLICIES}.")
   steps = sorted(manager.all_steps(), reverse=True)
   problems = {}
   for step in steps:
@@ -192,25 +215,18 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
       logging.error("Checkpoint of step %d (%s) is damaged, %s; trying the previous one.",
                     step, step_dir, problems[step])
       continue
-    saved_processes = data_iter_process_count(step_dir)
-    restore_iter = saved_processes == jax.process_count()
-    if not restore_iter and on_process_change == "error":
-      raise ValueError(
-          f"The checkpoint of step {step} ({step_dir}) holds the data iterator of "
-          f"{saved_processes} processes, but this job has {jax.process_count()}. The Grain "
-          "iterator state is per process count: resume with the same number of processes, or "
-          "set config.data_iter_on_process_change='restart' to restore model and optimizer "
-          "and restart the data order from a new shuffle.")
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
-    data_iter, stream_seed, error = None, seed + step, None
+    data_iter, position, error = None, None, None
     try:
-      if restore_iter:
-        stream_seed = data_seed(manager, step, step_dir, seed)
+      saved_processes = data_iter_process_count(step_dir)
+      position = data_position(manager, step, step_dir, seed)
     except Exception as e:  # pylint: disable=broad-except
       error = f"restore failed: {type(e).__name__}: {e}"
+    restore_iter = position is not None and (saved_processes, position.num_workers) == (
+        jax.process_count(), num_workers)
     if error is None and restore_iter and make_data_iter is not None:
       # Outside the try: an error of the input config is not a damaged checkpoint.
-      data_iter = make_data_iter(stream_seed)
+      data_iter = make_data_iter(position)
       items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
     if error is None:
       try:
@@ -227,17 +243,22 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
         data_iter.close()
       continue
     if not restore_iter:
-      logging.warning("Step %d: data iterator of %d processes not restored on %d processes; "
-                      "the data order restarts from a shuffle of seed %d "
-                      "(config.data_iter_on_process_change='restart').",
-                      step, saved_processes, jax.process_count(), stream_seed)
+      was = (f"{saved_processes} processes, "
+             + (f"{position.num_workers} workers" if position.num_workers is not None
+                else "its worker count not recorded"))
+      logging.info("Step %d: data iterator of %s; continuing its stream (seed %d) at global "
+                   "batch %d on %d processes, %d workers.", step, was, position.seed,
+                   position.next_batch, jax.process_count(), num_workers)
+    if data_iter is None:
+      position = position.started_at_next_batch()
     _move_aside(manager, workdir, [s for s in problems if s > step])
-    return Restored(state, step, data_iter, stream_seed)
+    return Restored(state, step, data_iter, dataclasses.replace(position,
+                                                                num_workers=num_workers))
   if steps:
     listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
     raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored ({listing}). "
                        "Refusing to start from scratch over them: fix or move them away.")
-  return Restored(None, None, None, seed)
+  return Restored(None, None, None, DataPosition(seed, 0, 0, num_workers))
 
 
 def _move_aside(manager, workdir: str, steps) -> None:

@@ -17,8 +17,9 @@ model rejects unknown keys by name when it is built (still before any compilatio
 the config of the run about to resume it. Keys in `INCOMPATIBLE` define *what* is trained (the
 model, its classes, the data, its order and augmentation, the loss, the optimizer's structure):
 changing them would silently give a different run, so it is an error. Everything else (the
-schedule length, logging, checkpoint and evaluation intervals, the mesh, `nan_policy`, ...)
-may change; the changed keys are returned so the trainer can log them.
+schedule length, logging, checkpoint and evaluation intervals, the mesh, the process and
+worker counts, `nan_policy`, ...) may change; the changed keys are returned so the trainer can
+log them.
 """
 
 from typing import Any
@@ -36,7 +37,7 @@ TOP_LEVEL = frozenset({
     "model_name", "model", "loss", "optax",
     "mesh", "sharding_rules", "fsdp_min_size_mb",
     "evals", "best_metric", "best_mode",
-    "nan_policy", "data_iter_on_process_change",
+    "nan_policy",
     "grad_accum_steps", "ema_decay",
     "compilation_cache_dir",  # luab_jax/compilation_cache.py; may change on resume.
 })
@@ -54,7 +55,6 @@ NESTED = {
 INCOMPATIBLE = (
     "model_name", "model", "num_classes", "dataset", "train_split", "seed", "batch_size",
     "input.image_size", "input.crop_scale", "input.crop_ratio", "input.flip",
-    "input.num_workers",  # The Grain iterator state is per worker count.
     "loss", "optax.weight_decay", "optax.grad_clip_norm", "optax.b1", "optax.b2",
     # Switching the EMA on or off changes the checkpointed state's structure.
     "ema_decay",
@@ -73,14 +73,23 @@ def run_options() -> dict[str, Any]:
       "nan_policy": "stop",  # Or "skip" a step with a non-finite loss or gradient.
       "best_metric": none(None, field_type=str),  # "EVAL/METRIC": the best in checkpoints_best/.
       "best_mode": "max",
-      "data_iter_on_process_change": "error",  # Or "restart" the data order.
       "grad_accum_steps": 1,
       "ema_decay": none(None, field_type=float),  # E.g. 0.9999.
   }
 
 
+# Keys of earlier versions, with why they are gone (a config that still sets one is told).
+REMOVED = {
+    "data_iter_on_process_change": "a resume on another process or worker count now continues "
+                                   "the data order exactly (luab_jax/checkpointing.py)",
+}
+
+
 def check_known_keys(config) -> None:
   """Raises ValueError naming every key that is not in the schema."""
+  removed = [f"config.{key}: {why}" for key, why in REMOVED.items() if key in config]
+  if removed:
+    raise ValueError(f"Config keys no longer read: {'; '.join(removed)}. Delete them.")
   unknown = sorted(f"config.{key}" for key in config.keys() if key not in TOP_LEVEL)
   for parent, known in NESTED.items():
     if parent in config and config[parent] is not None:

@@ -14,7 +14,9 @@ The datasets are lazy (Grain `MapDataset`), so a process reads and decodes only 
 examples, and a run on P processes sees exactly the batches of a run on one
 (`sharding.check_batch_size` checks that process p's devices hold that block of the global
 batch). The iterator is a Grain `DatasetIterator`, whose few-KB state goes into every
-checkpoint so a resumed run continues at the exact next batch.
+checkpoint so a resumed run continues at the exact next batch; a run resumed on another process
+or worker count, whose Grain state does not apply, builds the stream at that global batch
+instead (`first_batch`), which gives the same batches.
 
 Why one map per batch rather than Grain's per-element `source -> random_map -> batch`: Grain
 runs its stage bookkeeping (timing, byte-size estimates and read metrics of every record) for
@@ -167,8 +169,16 @@ class ReadAndTransform(grain.transforms.MapWithIndex):
 
 
 def train_batches(source, input_config, *, per_process_batch_size: int, seed: int,
-                  num_points: int = 1) -> grain.MapDataset:
-  """This process's training batches (numpy dicts), lazily: batch i is read when indexed."""
+                  first_batch: int = 0, num_points: int = 1) -> grain.MapDataset:
+  """This process's training batches (numpy dicts), lazily: batch i is read when indexed.
+
+  Its block of global batches `first_batch`, `first_batch + 1`, ... of the stream of `seed`:
+  a stream started at global batch n is the same examples with the same crops as the stream
+  started at 0 after n batches, on any number of processes (how a resume on another process
+  or worker count continues exactly: checkpointing's module docstring).
+  """
+  if first_batch < 0:
+    raise ValueError(f"first_batch={first_batch} must be >= 0.")
   if len(source) == 0:
     raise ValueError("The training source is empty.")
   transform = transforms.TrainTransform(
@@ -181,14 +191,15 @@ def train_batches(source, input_config, *, per_process_batch_size: int, seed: in
   ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
   ds = ds.map_with_index(ReadAndTransform(source, transform, per_process_batch_size, seed + 1))
-  return ds[jax.process_index()::jax.process_count()]
+  return ds[first_batch * jax.process_count() + jax.process_index()::jax.process_count()]
 
 
 def make_train_dataset(source, input_config, *, per_process_batch_size: int, seed: int,
-                       num_points: int = 1) -> grain.IterDataset:
-  """The infinite training stream of per-process batches (numpy dicts)."""
+                       first_batch: int = 0, num_points: int = 1) -> grain.IterDataset:
+  """The infinite training stream of per-process batches (numpy dicts), from global batch
+  `first_batch` on."""
   ds = train_batches(source, input_config, per_process_batch_size=per_process_batch_size,
-                     seed=seed, num_points=num_points)
+                     seed=seed, first_batch=first_batch, num_points=num_points)
   ds = ds.to_iter_dataset(buffer_options(input_config, num_workers=input_config.num_workers,
                                          batch_size=per_process_batch_size,
                                          num_points=num_points))

@@ -282,11 +282,13 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
                                batch_size=config.batch_size, total_steps=total_steps,
                                default=total_steps, positive=True)
 
-  def train_stream(seed: int):
-    """The training iterator over the shuffle of `seed` (config.seed, unless the data order was
-    restarted: checkpointing's module docstring)."""
+  def train_stream(position: checkpointing.DataPosition):
+    """The training iterator over the shuffle of `position.seed` (config.seed, unless an older
+    version restarted the data order: checkpointing's module docstring), from global batch
+    `position.first_batch` on."""
     return iter(input_pipeline.make_train_dataset(
-        train_source, config.input, per_process_batch_size=per_process_batch, seed=seed,
+        train_source, config.input, per_process_batch_size=per_process_batch,
+        seed=position.seed, first_batch=position.first_batch,
         num_points=config.model.get("num_points", 1)))
 
   # ------------------------------------------------------------------ Model and optimizer.
@@ -303,12 +305,12 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
   manager = checkpointing.create_manager(workdir, keep=config.keep_ckpts)
   restored = checkpointing.restore_latest(
       manager, workdir, checkpointing.abstract_like(abstract_state, state_shardings),
-      train_stream, seed=config.seed,
-      on_process_change=config.get("data_iter_on_process_change", "error"))
-  state, data_seed = restored.state, restored.data_seed
-  # A new run, or a restarted data order (checkpointing docstring): a fresh stream.
+      train_stream, seed=config.seed, num_workers=config.input.num_workers)
+  state = restored.state
+  # A new run, or a resume on another process or worker count: the iterator is built at the
+  # next global batch (checkpointing docstring).
   train_iter = (restored.data_iter if restored.data_iter is not None
-                else train_stream(data_seed))
+                else train_stream(restored.position))
   if state is None:
     state = train_state_lib.init_train_state(spec, tx, config.seed, state_shardings)
   else:
@@ -453,7 +455,8 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
 
         if step % ckpt_steps == 0 or stopping:
           check_finite()  # Never write a non-finite state over a good checkpoint.
-          checkpointing.save(manager, step, state, train_iter, data_seed=data_seed, force=True)
+          checkpointing.save(manager, step, state, train_iter,
+                             position=restored.position.after(step - first_step), force=True)
           last_saved = step
 
         if preempted:

@@ -140,7 +140,6 @@ _RUN_OPTION_OVERRIDES = {
     "nan_policy": ("skip", "skip"),
     "best_metric": ("bgc/mixed_rand/accuracy", "bgc/mixed_rand/accuracy"),
     "best_mode": ("min", "min"),
-    "data_iter_on_process_change": ("restart", "restart"),
     "grad_accum_steps": ("2", 2),
     "ema_decay": ("0.9999", 0.9999),
     "data_dir": ("/data/tfds", "/data/tfds"),
@@ -193,6 +192,16 @@ def test_no_config_key_is_an_untyped_none(name, arg):
 def test_demo_evaluators_every_steps_can_be_set():
   config = _parse(f"--config={_CONFIG}", "--config.evals.bgc.every_steps=100")
   assert config.evals.bgc.every_steps == 100 and config.evals.loc.every_steps is None
+
+
+def test_a_removed_key_is_an_error_saying_why():
+  from luab_jax import config_schema  # pylint: disable=g-import-not-at-top
+  config = _parse(f"--config={_CONFIG}:runlocal")
+  config.unlock()
+  config.data_iter_on_process_change = "restart"
+  with pytest.raises(ValueError, match=r"config\.data_iter_on_process_change: a resume on "
+                                       r"another process or worker count now continues"):
+    config_schema.check_known_keys(config)
 
 
 def test_resume_treats_a_key_declared_at_none_as_the_same_as_a_missing_one():

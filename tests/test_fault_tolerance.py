@@ -121,22 +121,20 @@ def test_preempt_damage_fall_back_resume_on_fewer_devices_evaluate_best(tiny_dat
     np.testing.assert_allclose(evaluated[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
 
   # 4. The data iterator was written by 1 process; a job of 2 processes (simulated: real
-  # multi-process runs are too slow here) refuses it unless told to restart the data order.
+  # multi-process runs are too slow here, see test_multiprocess) does not restore Grain's state
+  # of 1 process but starts the same stream at the checkpoint's next global batch.
   iter_dir = os.path.join(work, "checkpoints", "6", "data_iter")
   os.rename(os.path.join(iter_dir, "process_0-of-1.json"),
             os.path.join(iter_dir, "process_0-of-2.json"))
   mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:4])
   manager = checkpointing.create_manager(work)
-  with pytest.raises(ValueError, match=r"step 6 .* data iterator of 2 processes, but this job "
-                                       r"has 1.*data_iter_on_process_change"):
-    checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
-                                 seed=config.seed)
-  restored = checkpointing.restore_latest(
-      manager, work, _abstract_state(config, mesh), None, seed=config.seed,
-      on_process_change="restart")
+  restored = checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
+                                          seed=config.seed,
+                                          num_workers=config.input.num_workers)
   manager.close()
   assert restored.step == 6 and int(restored.state["step"]) == 6
-  assert restored.data_iter is None and restored.data_seed == config.seed + 6
+  assert restored.data_iter is None and restored.position == checkpointing.DataPosition(
+      config.seed, 6, 6, config.input.num_workers)
 
 
 def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
@@ -153,7 +151,7 @@ def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
   with pytest.raises(RuntimeError, match=r"step 4: missing or empty: commit_success.txt.*"
                                          r"step 2: missing"):
     checkpointing.restore_latest(manager, str(tmp_path), _abstract_state(config, mesh), None,
-                                 seed=config.seed)
+                                 seed=config.seed, num_workers=0)
   manager.close()
 
 
@@ -285,31 +283,87 @@ def test_only_evaluation_records_count_as_logged_evaluations(tmp_path):
   assert train.unlogged_evaluations(str(tmp_path), 2, ["accuracy"], evaluators) == []
 
 
-def test_a_restarted_data_order_is_kept_by_later_resumes(tiny_data_dir, tmp_path):
-  """After a process-count change restarts the data order (a shuffle of seed + step), a later
-  ordinary resume continues that order: it went back to config.seed's shuffle at the restarted
-  stream's position, seeing some examples twice and others never."""
+def _data_order(work, step):
+  manager = checkpointing.create_manager(work)
+  try:
+    step_dir = os.path.join(checkpointing.checkpoint_dir(work), str(step))
+    return checkpointing.data_position(manager, step, step_dir, seed=-1)
+  finally:
+    manager.close()
+
+
+def test_a_resume_on_another_process_or_worker_count_continues_the_data_order_exactly(
+    tiny_data_dir, tmp_path, caplog):
+  """The iterator of another process count (simulated) or worker count is not restored; the
+  stream continues at the checkpoint's global batch: every step trains on the batch it trains
+  on in an uninterrupted run (an earlier version restarted the data order instead)."""
   config = _config(tiny_data_dir, total_steps=8, ckpt_steps=2, log_training_steps=1)
   config.mesh = [("data", 1), ("fsdp", 1)]
   config.evals = {}
   one_device = jax.devices()[:1]
   uninterrupted, resumed = str(tmp_path / "uninterrupted"), str(tmp_path / "resumed")
-  train.train_and_evaluate(config, uninterrupted, stop_at_step=2, devices=one_device)
+  train.train_and_evaluate(config, uninterrupted, devices=one_device)
+  train.train_and_evaluate(config, resumed, stop_at_step=2, devices=one_device)
+  assert _data_order(resumed, 2) == checkpointing.DataPosition(config.seed, 0, 2, 0)
   # As if a job of 2 processes had written step 2.
-  iter_dir = os.path.join(uninterrupted, "checkpoints", "2", "data_iter")
+  iter_dir = os.path.join(resumed, "checkpoints", "2", "data_iter")
   os.rename(os.path.join(iter_dir, "process_0-of-1.json"),
             os.path.join(iter_dir, "process_0-of-2.json"))
-  shutil.copytree(uninterrupted, resumed)
-  config.data_iter_on_process_change = "restart"
-  train.train_and_evaluate(config, uninterrupted, devices=one_device)
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, resumed, stop_at_step=4, devices=one_device)
+  assert ("Step 2: data iterator of 2 processes, 0 workers; continuing its stream (seed "
+          f"{config.seed}) at global batch 2 on 1 processes, 0 workers.") in caplog.messages
+  assert _data_order(resumed, 4) == checkpointing.DataPosition(config.seed, 2, 4, 0)
+  # Grain's state of step 4 restored (the same counts) onto the stream built at batch 2.
   train.train_and_evaluate(config, resumed, stop_at_step=5, devices=one_device)
+  assert _data_order(resumed, 5) == checkpointing.DataPosition(config.seed, 2, 5, 0)
+  # Another worker count (a compatible config change).
+  config.input.num_workers = 1
   train.train_and_evaluate(config, resumed, devices=one_device)
+  assert _data_order(resumed, 8) == checkpointing.DataPosition(config.seed, 5, 8, 1)
 
   def losses(work):
     return {r["step"]: r["loss"] for r in _records(work) if "loss" in r}
 
   assert sorted(losses(resumed)) == list(range(1, 9))
   assert losses(resumed) == losses(uninterrupted)
+
+
+def test_steps_written_before_the_data_position_was_recorded_resume_by_position(
+    tiny_data_dir, tmp_path):
+  """No data_order (config.seed's stream from the start), or {"seed": S} only (S = config.seed
+  + R for an order an earlier version restarted at step R): the next batch follows from them."""
+  config = _config(tiny_data_dir, total_steps=2, ckpt_steps=2, log_training_steps=2)
+  config.mesh = [("data", 1), ("fsdp", 1)]
+  config.evals = {}
+  work = str(tmp_path)
+  train.train_and_evaluate(config, work, devices=jax.devices()[:1])
+  order_dir = os.path.join(work, "checkpoints", "2", checkpointing.DATA_ORDER)
+  order_file = "metadata"  # Orbax JsonCheckpointHandler's file.
+  assert os.path.isfile(os.path.join(order_dir, order_file))
+  mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:1])
+
+  def restored_position(order):
+    if order is None:
+      shutil.rmtree(order_dir, ignore_errors=True)
+    else:
+      os.makedirs(order_dir, exist_ok=True)
+      with open(os.path.join(order_dir, order_file), "w", encoding="utf-8") as f:
+        json.dump(order, f)
+    manager = checkpointing.create_manager(work)
+    try:
+      return checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
+                                          seed=config.seed, num_workers=0).position
+    finally:
+      manager.close()
+
+  # Every resume by position: its iterator is built at the next batch.
+  assert restored_position({"seed": config.seed + 1}) == checkpointing.DataPosition(
+      config.seed + 1, 1, 1, 0)
+  with pytest.raises(RuntimeError, match=r"step 2: restore failed: ValueError: .*data_order "
+                                         r"holds .*'first_batch': 3.*first_batch <= next_batch"):
+    restored_position({"seed": config.seed, "first_batch": 3, "next_batch": 2, "num_workers": 0})
+  assert restored_position(None) == checkpointing.DataPosition(config.seed, 2, 2, 0)
 
 
 def test_a_logging_interval_of_undecodable_images_stops_the_run(tiny_data_dir, tmp_path,

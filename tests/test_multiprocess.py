@@ -156,6 +156,40 @@ def test_four_processes_match_one(tiny_data_dir, tmp_path):
   _check_against_one_process(4, 2, tiny_data_dir, tmp_path)
 
 
+@pytest.mark.slow
+def test_a_resume_on_another_process_count_continues_exactly(tiny_data_dir, tmp_path):
+  """2 processes -> 1 process, and 1 process -> 2 processes, each changing at step 2 of 4: the
+  losses of the uninterrupted run of one process (4 devices throughout) to round-off."""
+  config = _config(tiny_data_dir, total_steps=_STEPS, log_training_steps=1, ckpt_steps=2)
+  config.evals = {}
+  devices = jax.devices()[:4]
+  train.train_and_evaluate(config, str(tmp_path / "single"), devices=devices)
+
+  shrunk = str(tmp_path / "shrunk" / "work")
+  os.makedirs(os.path.dirname(shrunk))
+  half = ["--config.ckpt_steps=2", "--config.total_steps=2"]
+  assert not (failed := _run_workers(2, 2, tiny_data_dir, shrunk, {0: half, 1: half})), failed
+  train.train_and_evaluate(config, shrunk, devices=devices)
+
+  grown = str(tmp_path / "grown" / "work")
+  os.makedirs(os.path.dirname(grown))
+  train.train_and_evaluate(config, grown, stop_at_step=2, devices=devices)
+  rest = ["--config.ckpt_steps=2"]
+  assert not (failed := _run_workers(2, 2, tiny_data_dir, grown, {0: rest, 1: rest})), failed
+  assert "continuing its stream" in open(os.path.join(tmp_path, "grown", "worker1.log")).read()
+
+  def losses(work):
+    return {r["step"]: r["loss"] for r in metric_logs.read_jsonl(
+        os.path.join(work, "metrics.jsonl")) if "loss" in r}
+
+  single = losses(str(tmp_path / "single"))
+  assert sorted(single) == list(range(1, _STEPS + 1))
+  for work in (shrunk, grown):
+    assert sorted(losses(work)) == sorted(single)
+    np.testing.assert_allclose([losses(work)[s] for s in single], list(single.values()),
+                               rtol=_RTOL, err_msg=work)
+
+
 class _RecordingSource:
   """A data source that remembers which records were read."""
 
@@ -175,25 +209,35 @@ def test_each_process_reads_only_its_block_of_every_global_batch(tiny_data_dir, 
   source = datasets.get_source(config.dataset, config.train_split, tiny_data_dir)
   global_batch, num_batches = 16, 3
 
-  def batches(process_index, process_count):
+  def batches(process_index, process_count, first_batch=0, count=num_batches):
     monkeypatch.setattr(jax, "process_index", lambda: process_index)
     monkeypatch.setattr(jax, "process_count", lambda: process_count)
     recording = _RecordingSource(source)
     ds = input_pipeline.make_train_dataset(
-        recording, config.input, per_process_batch_size=global_batch // process_count, seed=0)
+        recording, config.input, per_process_batch_size=global_batch // process_count, seed=0,
+        first_batch=first_batch)
     it = iter(ds)
-    out = [next(it) for _ in range(num_batches)]
+    out = [next(it) for _ in range(count)]
     return out, recording.read
+
+  def assert_global_batches(per_process, want):
+    for step, want_batch in enumerate(want):
+      for key in want_batch:
+        np.testing.assert_array_equal(
+            np.concatenate([batches_of_process[step][key] for batches_of_process in per_process]),
+            want_batch[key], err_msg=f"batch {step}, {key}")
 
   one, _ = batches(0, 1)
   (first, read_first), (second, read_second) = batches(0, 2), batches(1, 2)
   # The shards really differ and each process read only its own examples ...
   assert read_first and read_second and not read_first & read_second
   # ... and together they are exactly the one-process global batches, in process order.
-  for step in range(num_batches):
-    for key in one[step]:
-      np.testing.assert_array_equal(
-          np.concatenate([first[step][key], second[step][key]]), one[step][key], err_msg=key)
+  assert_global_batches([first, second], one)
+  # A stream started at global batch 2 (a resume on another process count) on 4, 2 and 1
+  # processes: the one-process stream's batches from the third on, crops included.
+  assert_global_batches([batches(p, 4, first_batch=2, count=1)[0] for p in range(4)], one[2:])
+  assert_global_batches([batches(p, 2, first_batch=1, count=2)[0] for p in range(2)], one[1:])
+  assert_global_batches([batches(0, 1, first_batch=1, count=2)[0]], one[1:])
 
 
 @pytest.mark.parametrize("environ,expected", [
