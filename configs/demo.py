@@ -99,6 +99,9 @@ def get_config(arg=None):
       point_lambda=args.lam,
       point_loss="smooth_l1",
       point_normalize="valid",
+      # Quadratic below this |error| (crop coordinates in [0, 1]; torch's default 1.0
+      # would make it quadratic everywhere).
+      point_smooth_l1_beta=0.1,
   )
 
   config.optax = dict(lr=1e-3, lr_min_ratio=0.01, weight_decay=0.05, grad_clip_norm=1.0,

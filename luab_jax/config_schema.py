@@ -4,7 +4,9 @@
 would otherwise be silently ignored), before anything touches a device.
 
 Where to extend: a new top-level key goes into `TOP_LEVEL`; a new key of `config.input`,
-`config.loss` or `config.optax` into `NESTED`. `config.model` and `config.evals.NAME` are not
+`config.loss` or `config.optax` into `NESTED`; a new key under an INCOMPATIBLE prefix also into
+`ADDED_WITH_DEFAULT`, with the value that reproduces what the code did before it (or older work
+directories no longer resume). `config.model` and `config.evals.NAME` are not
 listed here: their keys are the keyword arguments of `luab_jax.models.{model_name}.Model` and
 of `luab_jax.evaluators.{type}.Evaluator` (plus `type` and `every_steps`). The trainer checks
 the evaluators' keys with `evaluators.common.check_config_keys` right after this schema; the
@@ -47,7 +49,7 @@ NESTED = {
                         "num_workers", "eval_num_workers", "read_threads", "prefetch_buffer",
                         "ram_budget_mb", "resize_method", "eval_resize_method"}),
     "loss": frozenset({"classification", "label_smoothing", "point_lambda", "point_loss",
-                       "point_normalize"}),
+                       "point_normalize", "point_smooth_l1_beta"}),
     "optax": frozenset({"lr", "lr_min_ratio", "weight_decay", "grad_clip_norm", "b1", "b2"}),
 }
 
@@ -59,6 +61,13 @@ INCOMPATIBLE = (
     # Switching the EMA on or off changes the checkpointed state's structure.
     "ema_decay",
 )
+
+
+# Keys added after work directories were written without them, with the value that reproduces
+# those runs: a saved config lacking one counts as having it (so it still resumes).
+ADDED_WITH_DEFAULT = {
+    "loss.point_smooth_l1_beta": 0.1,  # Fixed in the code before it was a key.
+}
 
 
 def run_options() -> dict[str, Any]:
@@ -124,10 +133,11 @@ def check_resume_compatible(saved: dict, config, *, path: str) -> list[str]:
   `saved` is the parsed `config.json` at `path`; `config` the new ConfigDict (or dict). A key
   that one side lacks and the other has at None counts as unchanged: configs declare optional
   keys at None (e.g. `ema_decay`, so that the command line can set them) that older configs,
-  and so older work directories, left out.
+  and so older work directories, left out. A key of ADDED_WITH_DEFAULT that one side lacks
+  counts as having its default.
   """
-  old = flatten(saved)
-  new = flatten(config.to_dict() if hasattr(config, "to_dict") else config)
+  old = {**ADDED_WITH_DEFAULT, **flatten(saved)}
+  new = {**ADDED_WITH_DEFAULT, **flatten(config.to_dict() if hasattr(config, "to_dict") else config)}
   changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
   bad = [k for k in changed if _is_incompatible(k)]
   if bad:

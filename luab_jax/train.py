@@ -84,6 +84,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.loss.point_loss not in losses.POINT_LOSSES:
     raise ValueError(f"config.loss.point_loss={config.loss.point_loss!r}; use one of "
                      f"{losses.POINT_LOSSES}.")
+  if not config.loss.point_smooth_l1_beta > 0:
+    raise ValueError(f"config.loss.point_smooth_l1_beta={config.loss.point_smooth_l1_beta} must "
+                     "be > 0 (the |error| below which smooth_l1 is quadratic; points are in "
+                     "[0, 1] crop coordinates).")
   if config.loss.point_normalize not in losses.POINT_NORMALIZATIONS:
     raise ValueError(f"config.loss.point_normalize={config.loss.point_normalize!r}; use one of "
                      f"{losses.POINT_NORMALIZATIONS}.")

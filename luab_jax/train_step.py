@@ -77,7 +77,7 @@ def weighted_losses(config, out, batch, counts=None) -> dict:
   point_loss = losses.masked_point_loss(
       out["points"], batch["points"], batch["point_weight"], example_weight=weight,
       kind=config.loss.point_loss, normalize=config.loss.point_normalize,
-      denominator=counts["points"])
+      smooth_l1_beta=config.loss.point_smooth_l1_beta, denominator=counts["points"])
   aux = {"classification_loss": cls_loss, "point_loss": point_loss}
   if "label" in batch:
     correct = jnp.argmax(out["logits"], -1) == batch["label"]

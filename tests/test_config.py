@@ -204,6 +204,19 @@ def test_a_removed_key_is_an_error_saying_why():
     config_schema.check_known_keys(config)
 
 
+def test_a_key_added_with_a_default_resumes_older_work_directories():
+  """Work directories written before config.loss.point_smooth_l1_beta existed trained with the
+  value that was fixed in the code: they resume at it, and refuse another."""
+  from luab_jax import config_schema  # pylint: disable=g-import-not-at-top
+  config = _parse(f"--config={_CONFIG}:runlocal")
+  older = config.to_dict()
+  del older["loss"]["point_smooth_l1_beta"]
+  assert config_schema.check_resume_compatible(older, config, path="x") == []
+  config.loss.point_smooth_l1_beta = 0.5
+  with pytest.raises(ValueError, match=r"config\.loss\.point_smooth_l1_beta: 0\.1 -> 0\.5"):
+    config_schema.check_resume_compatible(older, config, path="x")
+
+
 def test_resume_treats_a_key_declared_at_none_as_the_same_as_a_missing_one():
   """Work directories written before a config declared `ema_decay` (at None) still resume; one
   that did use an EMA does not resume without it."""

@@ -538,6 +538,7 @@ def test_missing_data_dir_and_indivisible_batch_fail_before_compiling(tmp_path):
     ({"input.crop_scale": (1.5, 0.2)}, r"config.input.crop_scale=\(1.5, 0.2\)"),
     ({"input.crop_ratio": (0.0, 1.0)}, r"config.input.crop_ratio=\(0.0, 1.0\)"),
     ({"loss.label_smoothing": 5.0}, r"config.loss.label_smoothing=5.0 must be in \[0, 1\)"),
+    ({"loss.point_smooth_l1_beta": 0.0}, r"config.loss.point_smooth_l1_beta=0.0 must be > 0"),
     ({"keep_ckpts": 0}, r"config.keep_ckpts=0 must be at least 1"),
     ({"input.image_size": 40},
      r"config.input.image_size=40 \(the crops\) differs from config.model.image_size=32"),

@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from luab_jax import losses
 from luab_jax import optim
 from luab_jax import sharding as sharding_lib
 from luab_jax import train_state as train_state_lib
@@ -102,3 +103,20 @@ def test_ema_follows_the_parameters(tiny_data_dir):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
   assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(state["params"]),
                                                   jax.tree.leaves(init))) > 1e-4
+
+
+def test_the_configured_smooth_l1_threshold_reaches_the_point_loss(tiny_data_dir):
+  config = _config(tiny_data_dir)
+  config.loss.point_loss = "smooth_l1"
+  batch = _batch(config, 8)
+  rng = np.random.default_rng(1)
+  out = {"logits": rng.normal(size=(8, config.num_classes)).astype(np.float32),
+         "points": rng.uniform(size=batch["points"].shape).astype(np.float32)}
+  got = {}
+  for beta in (0.1, 1.0):
+    config.loss.point_smooth_l1_beta = beta
+    got[beta] = float(train_step.weighted_losses(config, out, batch)["point_loss"])
+    want = losses.masked_point_loss(out["points"], batch["points"], batch["point_weight"],
+                                    example_weight=batch["weight"], smooth_l1_beta=beta)
+    np.testing.assert_allclose(got[beta], float(want), rtol=1e-6)
+  assert got[0.1] != got[1.0]
