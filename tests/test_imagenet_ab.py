@@ -140,7 +140,14 @@ def test_one_selected_block_and_a_false_one():
   np.testing.assert_allclose(features["boxes"], [[40 / 160, 10 / 160, 130 / 160, 1.0]])
   assert features["num_metadata"] == 2 and features["selected_count"] == 1
   assert features["estimate_time_ms"] == 1834 and features["mouse_trace_length"] == 4
-  assert record.repairs == (xr.NONE_TEXT,)
+  assert record.repairs == ()  # Its other block's hoveredRecord is `None`: the format.
+
+
+def test_a_childless_list_entry_other_than_none_is_a_repair():
+  assert _parse(_block()).repairs == ()  # `None` lists only.
+  record = _parse(_block(extra="<mouseTracking></mouseTracking>"))
+  assert record.repairs == (xr.EMPTY_ENTRY,)
+  assert xr.byproduct_features(record)["mouse_trace_length"] == 0
 
 
 def test_point_is_mean_over_selected_blocks_of_their_first_record():
@@ -176,8 +183,10 @@ def test_weird_selected_block_beside_a_selected_one():
 
 
 def test_none_texts_are_empty_lists():
+  # The format of an empty list, which most files have: not a repair, or the preparation
+  # report's repair counts would say ~1.28M and hide the real repairs.
   record = _fixture_xml("n00000002_1")
-  assert record.repairs == (xr.NONE_TEXT,)
+  assert record.repairs == ()
   features = xr.byproduct_features(record)
   assert features["mouse_trace_length"] == 0
   np.testing.assert_allclose(features["point"], [0.6, 0.2], rtol=1e-6)
@@ -397,8 +406,6 @@ def test_build_report(sequential):
       "image: PNG RGB re-encoded as RGB JPEG q95": ["n00000002/n00000002_2.JPEG"],
       iab.NO_XML: ["n00000001/n00000001_4.JPEG"],
       iab.MALFORMED_XML: ["n00000002/n00000002_4.xml"],
-      xr.NONE_TEXT: ["n00000001/n00000001_1.xml", "n00000002/n00000002_1.xml",
-                     "n00000003/n00000003_2.xml"],
       xr.SELECTED_NOT_BOOL: ["n00000001/n00000001_3.xml"],
       xr.CLICK_NAN: ["n00000002/n00000002_2.xml"],
       xr.FIRST_CLICK_DROPPED: ["n00000002/n00000002_2.xml", "n00000003/n00000003_1.xml"],

@@ -8,7 +8,7 @@ The file (see `shared/reference/luab.md`): an `<annotation>` that keeps the ILSV
 block per annotator session. List-valued fields are repeated sibling elements
 (`<selectedRecord><x/><y/><time/></selectedRecord>` ..., likewise `mouseTracking` with
 time/x/y and `hoveredRecord` with action/time), or a single element whose text is `None` when
-the list is empty. Coordinates are normalised to [0, 1], x to the right, y down.
+the list is empty (the format, read as an empty list, not a repair: most files have it). Coordinates are normalised to [0, 1], x to the right, y down.
 
 Official target (the released loader): for every block whose `selected` text is exactly "True",
 take its FIRST selectedRecord's (x, y); the point is the mean over those blocks. No XML or no such
@@ -16,8 +16,7 @@ block: no point.
 
 Awkward values are repaired by the rules below; every rule that fired is named in
 `XmlRecord.repairs` (once per file, whatever the number of occurrences):
-- `None` text for a list: an empty list (NONE_TEXT). Any other childless list entry is ignored
-  (EMPTY_ENTRY).
+- A childless list entry other than the `None` text is ignored (EMPTY_ENTRY).
 - `selected` text other than "True"/"False" (also missing): the block is not selected
   (SELECTED_NOT_BOOL), as in the official loader, which only takes "True".
 - A selected block without any selectedRecord gives no point (SELECTED_WITHOUT_RECORD).
@@ -47,7 +46,6 @@ import numpy as np
 
 CLIP_TOLERANCE = 0.01
 
-NONE_TEXT = "xml: 'None' text read as an empty list"
 EMPTY_ENTRY = "xml: childless list entry ignored"
 SELECTED_NOT_BOOL = "xml: <selected> neither 'True' nor 'False', block treated as not selected"
 SELECTED_WITHOUT_RECORD = "xml: selected block without selectedRecord gives no point"
@@ -126,9 +124,7 @@ def _list_entries(block: ET.Element, tag: str, repairs: _Repairs) -> list[ET.Ele
   for element in block.findall(tag):
     if len(element):
       entries.append(element)
-    elif (element.text or "").strip() == "None":
-      repairs.add(NONE_TEXT)
-    else:
+    elif (element.text or "").strip() != "None":
       repairs.add(EMPTY_ENTRY)
   return entries
 
