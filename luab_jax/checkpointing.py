@@ -31,7 +31,9 @@ stopped (logged); with the same counts, Grain's own state is restored onto an it
 F. Steps written before all four were recorded ({"seed": S} only, or no `data_order`: the stream
 of config.seed) resume by position too: their next batch is the step minus S - config.seed (a
 restarted data order, which earlier versions offered on a process-count change, was seeded
-config.seed + the step it started at). Parameters alone (`restore_params`, used by evaluation)
+config.seed + the step it started at). A `data_order` that is not such a position (damaged, or
+written by a newer version with more fields) makes its step a damaged one, like any other
+unreadable part. Parameters alone (`restore_params`, used by evaluation)
 restore on any process count.
 
 Best checkpoints (`create_best_manager`): `{workdir}/checkpoints_best/{step}/params`, the
@@ -247,8 +249,8 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
              + (f"{position.num_workers} workers" if position.num_workers is not None
                 else "its worker count not recorded"))
       logging.info("Step %d: data iterator of %s; continuing its stream (seed %d) at global "
-                   "batch %d on %d processes, %d workers.", step, was, position.seed,
-                   position.next_batch, jax.process_count(), num_workers)
+                   "batch %d with this job's %d process(es) and %d worker(s).", step, was,
+                   position.seed, position.next_batch, jax.process_count(), num_workers)
     if data_iter is None:
       position = position.started_at_next_batch()
     _move_aside(manager, workdir, [s for s in problems if s > step])

@@ -312,7 +312,7 @@ def test_a_resume_on_another_process_or_worker_count_continues_the_data_order_ex
   with caplog.at_level(logging.INFO):
     train.train_and_evaluate(config, resumed, stop_at_step=4, devices=one_device)
   assert ("Step 2: data iterator of 2 processes, 0 workers; continuing its stream (seed "
-          f"{config.seed}) at global batch 2 on 1 processes, 0 workers.") in caplog.messages
+          f"{config.seed}) at global batch 2 with this job's 1 process(es) and 0 worker(s).") in caplog.messages
   assert _data_order(resumed, 4) == checkpointing.DataPosition(config.seed, 2, 4, 0)
   # Grain's state of step 4 restored (the same counts) onto the stream built at batch 2.
   train.train_and_evaluate(config, resumed, stop_at_step=5, devices=one_device)

@@ -8,6 +8,7 @@ float32 round-off (a different device/process layout changes only reduction orde
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -165,17 +166,23 @@ def test_a_resume_on_another_process_count_continues_exactly(tiny_data_dir, tmp_
   devices = jax.devices()[:4]
   train.train_and_evaluate(config, str(tmp_path / "single"), devices=devices)
 
+  # 2 processes through step 4; its checkpoint deleted, one process resumes from step 2 (the
+  # workers take no stop step, and a shorter total_steps would change the schedule).
   shrunk = str(tmp_path / "shrunk" / "work")
   os.makedirs(os.path.dirname(shrunk))
-  half = ["--config.ckpt_steps=2", "--config.total_steps=2"]
-  assert not (failed := _run_workers(2, 2, tiny_data_dir, shrunk, {0: half, 1: half})), failed
+  every_2 = ["--config.ckpt_steps=2"]
+  assert not (failed := _run_workers(2, 2, tiny_data_dir, shrunk,
+                                     {0: every_2, 1: every_2})), failed
+  shutil.rmtree(os.path.join(shrunk, "checkpoints", str(_STEPS)))
   train.train_and_evaluate(config, shrunk, devices=devices)
+  assert [r["step"] for r in metric_logs.read_jsonl(os.path.join(shrunk, "metrics.jsonl"))
+          if "loss" in r] == [1, 2, 3, 4, 3, 4]  # The last value of a step counts.
 
   grown = str(tmp_path / "grown" / "work")
   os.makedirs(os.path.dirname(grown))
   train.train_and_evaluate(config, grown, stop_at_step=2, devices=devices)
-  rest = ["--config.ckpt_steps=2"]
-  assert not (failed := _run_workers(2, 2, tiny_data_dir, grown, {0: rest, 1: rest})), failed
+  assert not (failed := _run_workers(2, 2, tiny_data_dir, grown,
+                                     {0: every_2, 1: every_2})), failed
   assert "continuing its stream" in open(os.path.join(tmp_path, "grown", "worker1.log")).read()
 
   def losses(work):
