@@ -134,24 +134,24 @@ def data_iter_process_count(step_dir: str) -> int | None:
 
 
 def missing_files(step_dir: str) -> list[str]:
-  """Files of REQUIRED_FILES absent or empty in a step, and this process's iterator state
-  absent or not JSON (when the step was written by as many processes as this job has)."""
+  """Files of REQUIRED_FILES absent or empty in a step, or no iterator state at all."""
   missing = [name for name in REQUIRED_FILES
              if not os.path.isfile(os.path.join(step_dir, name))
              or os.path.getsize(os.path.join(step_dir, name)) == 0]
-  if missing:
-    return missing
-  processes = data_iter_process_count(step_dir)
-  if processes is None:
-    return [f"{DATA_ITER}/process_*-of-*.json"]
-  if processes == jax.process_count():
-    name = f"{DATA_ITER}/process_{jax.process_index()}-of-{processes}.json"
-    try:
-      with open(os.path.join(step_dir, name), encoding="utf-8") as f:
-        json.load(f)
-    except (OSError, ValueError) as e:
-      return [f"{name} ({type(e).__name__}: {e})"]
-  return []
+  if not missing and data_iter_process_count(step_dir) is None:
+    missing = [f"{DATA_ITER}/process_*-of-*.json"]
+  return missing
+
+
+def check_iterator_state(step_dir: str) -> None:
+  """Raises ValueError if this process's iterator state is absent or not JSON (checked before
+  the collective restore: a process failing inside it would leave the others waiting)."""
+  name = f"{DATA_ITER}/process_{jax.process_index()}-of-{jax.process_count()}.json"
+  try:
+    with open(os.path.join(step_dir, name), encoding="utf-8") as f:
+      json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{name} is damaged ({type(e).__name__}: {e})") from e
 
 
 def _on_every_process(ok: bool) -> bool:
@@ -218,27 +218,31 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
                     step, step_dir, problems[step])
       continue
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
-    data_iter, position, error = None, None, None
+    data_iter, error = None, None
     try:
       saved_processes = data_iter_process_count(step_dir)
       position = data_position(manager, step, step_dir, seed)
+      restore_iter = (saved_processes, position.num_workers) == (jax.process_count(),
+                                                                  num_workers)
+      if restore_iter:  # Otherwise the iterator files are not read: their damage costs nothing.
+        check_iterator_state(step_dir)
     except Exception as e:  # pylint: disable=broad-except
       error = f"restore failed: {type(e).__name__}: {e}"
-    restore_iter = position is not None and (saved_processes, position.num_workers) == (
-        jax.process_count(), num_workers)
-    if error is None and restore_iter and make_data_iter is not None:
-      # Outside the try: an error of the input config is not a damaged checkpoint.
-      data_iter = make_data_iter(position)
-      items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
-    if error is None:
+    restored = _on_every_process(error is None)
+    if restored:
+      if restore_iter and make_data_iter is not None:
+        # Outside the try: an error of the input config is not a damaged checkpoint.
+        data_iter = make_data_iter(position)
+        items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
       try:
         state = manager.restore(step, args=ocp.args.Composite(**items))[STATE]
       except Exception as e:  # pylint: disable=broad-except
         # Orbax/TensorStore raise many types for damaged data; each is reported, and the run
         # fails below if no step restores.
         error = f"restore failed: {type(e).__name__}: {e}"
-    if not _on_every_process(error is None):
-      problems[step] = error or "restore failed on another process (its log says why)"
+      restored = _on_every_process(error is None)
+    if not restored:
+      problems[step] = error or "damaged on another process (its log says why)"
       logging.error("Checkpoint of step %d (%s) cannot be restored (%s); trying the previous "
                     "one.", step, step_dir, problems[step])
       if data_iter is not None:

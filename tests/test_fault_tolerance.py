@@ -328,6 +328,26 @@ def test_a_resume_on_another_process_or_worker_count_continues_the_data_order_ex
   assert sorted(losses(resumed)) == list(range(1, 9))
   assert losses(resumed) == losses(uninterrupted)
 
+  # A damaged iterator file of the same counts makes its step a damaged one; of other counts
+  # it is never read, and the step resumes by position.
+  with open(os.path.join(resumed, "checkpoints", "8", "data_iter", "process_0-of-1.json"),
+            "w", encoding="utf-8") as f:
+    f.write('{"next_index_in_cycle": ')
+  mesh = sharding_lib.make_mesh(config.mesh, one_device)
+
+  def restored_step(num_workers):
+    manager = checkpointing.create_manager(resumed)
+    try:
+      return checkpointing.restore_latest(manager, resumed, _abstract_state(config, mesh), None,
+                                          seed=config.seed, num_workers=num_workers).step
+    finally:
+      manager.close()
+
+  assert restored_step(num_workers=0) == 8
+  caplog.clear()
+  assert restored_step(num_workers=1) == 6
+  assert "data_iter/process_0-of-1.json is damaged (JSONDecodeError" in caplog.text
+
 
 def test_steps_written_before_the_data_position_was_recorded_resume_by_position(
     tiny_data_dir, tmp_path):
