@@ -12,10 +12,17 @@ def make_schedule(config, total_steps: int, warmup_steps: int):
       end_value=config.lr * config.get("lr_min_ratio", 0.0))
 
 
-def _decay_mask(params):
-  # Weight decay on matrices and kernels only: biases, LayerNorm scales and other vectors are
-  # excluded, as in the ViT recipes. Position embeddings (3-D) are decayed like big_vision does.
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+def decay_mask(params):
+  """True for the parameters weight decay applies to: those named `kernel` (dense, attention,
+  patch-embedding and head weights), as in big_vision (`.*/kernel$`) and timm/DeiT. Biases,
+  LayerNorm scales, the position embedding and the class token are not decayed. By name, not by
+  rank: scanned layers stack every block parameter on a layer axis (a LayerNorm scale becomes
+  [depth, D]), and the query/key/value biases are [H, K]."""
+  def is_kernel(path, _):
+    # The parameter's name is the last dict key (an NNX state's leaves add `.value` after it).
+    names = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
+    return bool(names) and names[-1] == "kernel"
+  return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
 def check_config(config) -> None:
@@ -38,5 +45,5 @@ def make_optimizer(config, total_steps: int, warmup_steps: int):
   if config.get("grad_clip_norm"):
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
   chain.append(optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
-                           weight_decay=config.get("weight_decay", 0.0), mask=_decay_mask))
+                           weight_decay=config.get("weight_decay", 0.0), mask=decay_mask))
   return optax.chain(*chain), schedule

@@ -44,13 +44,13 @@ def _jpeg(c, size=40, fmt="JPEG"):
   return buffer.getvalue()
 
 
-def _fns(num_classes=1000, num_points=1, point=(0.25, 0.5)):
+def _fns(num_classes=1000, num_points=1, point=(0.25, 0.5), logit_offset=0.0):
   prototypes = jnp.asarray(np.stack([_prototype(c) for c in range(num_classes)]), jnp.float32)
 
   def apply(params, images):
     images = vit.to_input_range(images, jnp.float32)  # Batches carry uint8 pixels.
     diff = images.mean((1, 2))[:, None, :] - prototypes[None]
-    logits = -(diff * diff * jnp.asarray(_WEIGHTS)).sum(-1)
+    logits = logit_offset - (diff * diff * jnp.asarray(_WEIGHTS)).sum(-1)
     points = jnp.broadcast_to(params["point"], (images.shape[0], num_points, 2))
     return {"logits": logits, "points": points}
 
@@ -337,6 +337,10 @@ def test_multilabel_map_and_points(data_dir):
   assert metrics["class_ap/3"] == 0.75 and metrics["class_ap/0"] == 1.0
   assert metrics["map"] == (1 + 1 + 1 + 0.75) / 4
   assert metrics["precision_at_1"] == 1.0 and "point_l1" not in metrics
+  # Confident logits (float32 sigmoids of these are all 1.0, and would tie): the same ranking.
+  fns, mesh, params = _fns(num_classes=4, num_points=4, logit_offset=40.0)
+  assert _evaluator("multilabel", fns, mesh, data_dir, dataset="luabtest_coco",
+                    split="validation").run(params) == metrics
 
 
 def _write_folder(root, variants):

@@ -21,6 +21,7 @@ from luab_jax import config_schema
 from luab_jax import evaluate
 from luab_jax import input_pipeline
 from luab_jax import metric_logs
+from luab_jax import optim
 from luab_jax import preemption
 from luab_jax import sharding as sharding_lib
 from luab_jax import train
@@ -48,7 +49,6 @@ def _inject(monkeypatch, at_call: int, action):
 
 def _abstract_state(config, mesh):
   spec = train_state_lib.model_spec(config)
-  from luab_jax import optim  # pylint: disable=g-import-not-at-top
   tx, _ = optim.make_optimizer(config.optax, 4, 1)
   abstract = train_state_lib.abstract_train_state(spec, tx)
   shardings = train_state_lib.train_state_shardings(abstract, config, mesh)
@@ -195,6 +195,11 @@ def test_nan_stops_keeping_the_good_checkpoint_then_skip_policy_counts(tiny_data
   assert [logged[s]["data/skipped_images"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
   assert np.isfinite(logged[4]["loss"])
   assert "loss" not in logged[3]  # The mean over the interval leaves the skipped step out.
+  # The skipped step did not advance the optimizer's schedule: step 4 applied (and logs) the
+  # rate of schedule step 2, the one step 3 would have applied (steps 1 and 2 applied 0, 1).
+  schedule = optim.make_schedule(config.optax, config.total_steps, config.warmup_steps)
+  np.testing.assert_allclose(logged[4]["learning_rate"], float(schedule(2)), rtol=1e-6)
+  assert float(schedule(2)) != float(schedule(3))
 
 
 def test_a_stop_never_loses_an_evaluation_nor_reports_an_earlier_one_as_final(

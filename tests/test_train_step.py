@@ -96,13 +96,17 @@ def test_ema_follows_the_parameters(tiny_data_dir):
   init = jax.device_get(state["params"])
   step = train_step.jit_train_step(train_step.make_train_step(config, spec, tx, schedule),
                                    shardings, sharding_lib.batch_sharding(mesh), mesh)
+  # The first update: decay min(0.9, 1 / 10) (the warm-up), so the EMA moves 90 % of the way.
   state, _ = step(state, _batch(config, 16))
   state = jax.device_get(state)
-  expected = optax.incremental_update(state["params"], init, step_size=0.1)
+  expected = optax.incremental_update(state["params"], init, step_size=0.9)
   for got, want in zip(jax.tree.leaves(state["ema_params"]), jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
   assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(state["params"]),
                                                   jax.tree.leaves(init))) > 1e-4
+  assert [float(train_step.ema_decay_at(0.9, t)) for t in (0, 8, 80, 10_000)] == pytest.approx(
+      [0.1, 0.5, 0.9, 0.9])
+  assert float(train_step.ema_decay_at(0.9999, 28_000)) == pytest.approx(28_001 / 28_010)
 
 
 def test_the_configured_smooth_l1_threshold_reaches_the_point_loss(tiny_data_dir):
@@ -120,3 +124,30 @@ def test_the_configured_smooth_l1_threshold_reaches_the_point_loss(tiny_data_dir
                                     example_weight=batch["weight"], smooth_l1_beta=beta)
     np.testing.assert_allclose(got[beta], float(want), rtol=1e-6)
   assert got[0.1] != got[1.0]
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_weight_decay_applies_to_kernels_only(tiny_data_dir, scan_layers):
+  """Scanned layers stack LayerNorm scales and biases to [depth, D], and query/key/value
+  biases are [H, K]: a mask by rank decayed them."""
+  config = _config(tiny_data_dir)
+  config.model.scan_layers = scan_layers
+  params = train_state_lib.model_spec(config).abstract_params
+  mask = optim.decay_mask(params)
+  flat = {jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value"): decayed
+          for path, decayed in jax.tree_util.tree_leaves_with_path(mask)}
+  decayed = sorted(name for name, on in flat.items() if on)
+  assert decayed and all(name.endswith("/kernel") for name in decayed), decayed
+  assert all(on for name, on in flat.items() if name.endswith("/kernel"))
+  for name in ("pos_embedding", "ln1/scale", "attn/query/bias", "mlp/fc1/bias", "head/bias"):
+    assert any(name in n for n in flat), (name, sorted(flat))
+    assert not any(on for n, on in flat.items() if name in n), name
+  # The mask optax applies: a step with zero gradients moves decayed parameters only.
+  config.optax.weight_decay, config.optax.grad_clip_norm = 0.5, None
+  tx, _ = optim.make_optimizer(config.optax, 10, 0)
+  ones = jax.tree.map(lambda p: np.ones(p.shape, p.dtype), params)
+  updates, _ = tx.update(jax.tree.map(np.zeros_like, ones), tx.init(ones), ones)
+  moved = {jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value"):
+           bool(np.any(u != 0))
+           for path, u in jax.tree_util.tree_leaves_with_path(updates)}
+  assert moved == flat

@@ -73,7 +73,9 @@ class Evaluator:
       out = jax.device_get(self._fns.predict(params, batch))
       mask = out["batch"]["_mask"].astype(bool)
       weights = out["batch"]["point_weight"] * mask[:, None]
-      scores.append(1.0 / (1.0 + np.exp(-out["logits"][mask])))
+      # Ranked on the logits: AP needs only the order, and float32 sigmoids of logits above
+      # ~17 are all 1.0, which would tie confident examples.
+      scores.append(out["logits"][mask].astype(np.float32))
       labels.append(out["batch"]["labels"][mask])
       point_err += float((np.abs(out["points"] - out["batch"]["points"]).mean(-1)
                           * weights).sum())
