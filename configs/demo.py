@@ -56,6 +56,7 @@ def get_config(arg=None):
       flip=True,
       # The generated images are already framed: evaluate on the whole image.
       eval_crop_fraction=1.0,
+      eval_keep_aspect=True,
       num_workers=1,
       eval_num_workers=0,
       read_threads=2,

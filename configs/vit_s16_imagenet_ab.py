@@ -68,6 +68,7 @@ def get_config(arg=None):
       resize_method="bilinear",
       eval_resize_method="area",
       eval_crop_fraction=0.875,
+      eval_keep_aspect=True,  # The central square, as in the ImageNet protocol.
       num_workers=16,
       eval_num_workers=8,
       read_threads=8,

@@ -46,6 +46,7 @@ TOP_LEVEL = frozenset({
 
 NESTED = {
     "input": frozenset({"image_size", "crop_scale", "crop_ratio", "flip", "eval_crop_fraction",
+                        "eval_keep_aspect",
                         "num_workers", "eval_num_workers", "read_threads", "prefetch_buffer",
                         "ram_budget_mb", "resize_method", "eval_resize_method"}),
     "loss": frozenset({"classification", "label_smoothing", "point_lambda", "point_loss",

@@ -136,6 +136,26 @@ def test_eval_transform_draft_matches_full_decode():
   assert diff.mean() < 2.5
 
 
+def test_eval_transform_without_keeping_the_aspect_squashes_the_whole_image():
+  """A disc near the left edge of a 4:3 image: outside the central square, inside the squashed
+  whole image, where the point lands on it."""
+  data = _large_jpeg(dot=(100, 480))
+  record = {"image": data, "label": 2, "point": np.float32([100.5 / 1280, 480.5 / 960]),
+            "has_point": True, "file_name": "large.jpg"}
+  square = transforms.EvalTransform(image_size=64, crop_fraction=1.0).map(record)
+  assert square["point_weight"][0] == 0  # The central 960 x 960 square starts at x = 160.
+  whole = transforms.EvalTransform(image_size=64, crop_fraction=1.0, keep_aspect=False).map(record)
+  assert geometry.central_box(960, 1280, 1.0, keep_aspect=False) == (0, 0, 960, 1280)
+  assert geometry.central_box(960, 1280, 0.5, keep_aspect=False) == (240, 320, 480, 640)
+  assert whole["point_weight"][0] == 1
+  np.testing.assert_allclose(whole["points"][0], record["point"], atol=1e-6)
+  ys, xs = np.nonzero(whole["image"].mean(-1) > 160)
+  np.testing.assert_allclose([(xs.mean() + 0.5) / 64, (ys.mean() + 0.5) / 64], record["point"],
+                             atol=1.5 / 64)
+  diff = np.abs(whole["image"] - _reference(data, (0, 0, 960, 1280), 64, False, method="area"))
+  assert diff.mean() < 2.5
+
+
 @pytest.mark.parametrize("photo", ["coffee_cmyk.jpg", "camera_grayscale.jpg",
                                    "chelsea_png_named.JPEG"])
 def test_other_modes_and_formats_still_decode_to_rgb(photo):

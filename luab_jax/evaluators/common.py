@@ -193,12 +193,15 @@ class EvalData:
 def eval_data(fns: ModelFns, name: str, source, input_config, *, batch_size: int,
               keep_keys=(), label_key="label", label_set_key=None, box_key=None,
               max_boxes: int = 1) -> EvalData:
-  """EvalData with the run's evaluation crop (`input.image_size`, `input.eval_crop_fraction`)."""
+  """EvalData with the run's evaluation crop (`input.image_size`, `input.eval_crop_fraction`,
+  `input.eval_keep_aspect`: missing in configs written before it, where it was True)."""
   if not 0 < input_config.eval_crop_fraction <= 1:
     raise ValueError(f"config.input.eval_crop_fraction={input_config.eval_crop_fraction}: the "
-                     "central crop's share of the shorter side, in (0, 1].")
+                     "central crop's share of the shorter side (of each side with "
+                     "eval_keep_aspect=False), in (0, 1].")
   transform = transforms.EvalTransform(
       image_size=input_config.image_size, crop_fraction=input_config.eval_crop_fraction,
+      keep_aspect=input_config.get("eval_keep_aspect", True),
       resize_method=input_config.get("eval_resize_method",
                                      transforms.EvalTransform.resize_method),
       keep_keys=tuple(keep_keys), num_points=fns.num_points, num_classes=fns.num_classes,

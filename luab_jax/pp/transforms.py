@@ -199,6 +199,9 @@ class TrainTransform(grain.transforms.RandomMap):
 class EvalTransform(grain.transforms.Map):
   """Central crop of `crop_fraction` of the shorter side, resized; points follow the crop.
 
+  `keep_aspect=False`: the central `crop_fraction` of each side instead (the whole image at
+  1.0), squashed to the square (`geometry.central_box`).
+
   `keep_keys` are copied through unchanged (e.g. `bg_label` for background-robustness metrics).
   `label_set_key` names a list of acceptable class indices (ImageNet ReaL), returned as the
   multi-hot `label_set` [num_classes]; `box_key` names boxes [M, 4] (or one box [4]), returned
@@ -216,6 +219,7 @@ class EvalTransform(grain.transforms.Map):
   num_classes: int | None = None
   box_key: str | None = None
   max_boxes: int = 1
+  keep_aspect: bool = True
 
   def __post_init__(self):
     image_ops.check_resize_method(self.resize_method)
@@ -251,7 +255,7 @@ class EvalTransform(grain.transforms.Map):
     name = _record_name(record)
     image = image_ops.open_image(record["image"], name=name)
     width, height = image.size
-    box = geometry.central_box(height, width, self.crop_fraction)
+    box = geometry.central_box(height, width, self.crop_fraction, keep_aspect=self.keep_aspect)
     crop = image_ops.load_box(image, box, name=name,
                               scale=image_ops.draft_scale(box, self.image_size))
     pixels = image_ops.resize(crop, self.image_size, method=self.resize_method)
