@@ -33,7 +33,12 @@ schedule (batch 1024, AdamW lr 1e-3, weight decay 0.05, 5 warmup epochs, cosine,
 smoothing 0.1, 300 epochs) but NOT its RandAugment, Mixup/CutMix, random erasing, repeated
 augmentation and stochastic depth, which this project does not implement yet. Without them a
 ViT-B trained from scratch on ImageNet-1k overfits and lands far below 81.6 (well under 80%):
-do not compare its absolute numbers with the paper's. Expected result: LUAB above the baseline
+do not compare its absolute numbers with the paper's. Further differences from DeiT, big_vision
+choices here: gradient clipping at global norm 1.0 (DeiT: none), the image read out by global
+average pooling (DeiT: the class token; `model.pool_type="tok"` selects it), Xavier-uniform
+layers with zero-initialised heads (DeiT: truncated normal 0.02), bilinear training crops
+(DeiT and the official LUAB loader: bicubic; `input.resize_method`) and pixels scaled to
+[-1, 1] (DeiT: ImageNet mean and std). Weight decay applies to kernels only, as in both. Expected result: LUAB above the baseline
 in top-1 and in minival point error; not yet measured by this project.
 
 Training runs on ImageNet-AB's train[:99%]; train[99%:] (12,812 images) is the minival split for
