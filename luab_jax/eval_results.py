@@ -141,7 +141,8 @@ def summary_table(runs: dict[str, list[dict]]) -> str:
   lines = ["| metric | " + " | ".join(columns) + " |",
            "|---|" + "---:|" * len(columns)]
   for key in keys:
-    digits = 0 if key.rsplit("/", 1)[-1].startswith("num_") else 4  # Counts print as counts.
+    # Counts print as counts ("num_examples", "real_num_examples", ...).
+    digits = 0 if "num_" in key.rsplit("/", 1)[-1] else 4
     cells = [f"{values[c, key]:.{digits}f}" if (c, key) in values else "" for c in columns]
     lines.append(f"| {key} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

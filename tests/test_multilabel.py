@@ -113,3 +113,21 @@ def test_batch_rows_equal_their_records_transformed_alone():
   # Not vacuous: the truncated row is skipped, the others train, some clicks are dropped.
   np.testing.assert_array_equal(batch["weight"], [1, 1, 0, 1, 1, 1])
   assert batch["bad_points"].sum() > 0 and 0 < batch["point_weight"].mean() < 1
+
+
+def test_precision_at_1_is_over_labelled_examples():
+  scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+  labels = np.array([[1, 0], [1, 0], [0, 0]])  # The last image has no label at all.
+  metrics = multilabel.multilabel_metrics(scores, labels)
+  assert metrics["precision_at_1"] == 0.5 and metrics["num_examples_without_labels"] == 1
+  assert metrics["num_examples"] == 3
+
+
+def test_the_summary_table_prints_counts_as_counts():
+  from luab_jax import eval_results  # pylint: disable=g-import-not-at-top
+  rows = [{"step": 4, "evaluator": "real", "metric": name, "value": value}
+          for name, value in (("accuracy", 0.81234), ("real_num_examples", 9.0),
+                              ("num_examples", 10.0))]
+  table = eval_results.summary_table({"run": rows})
+  assert "| real/accuracy | 0.8123 |" in table and "| real/real_num_examples | 9 |" in table
+  assert "| real/num_examples | 10 |" in table

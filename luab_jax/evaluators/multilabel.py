@@ -3,6 +3,9 @@
 AP of a class is the mean, over its positive examples, of the precision among all examples
 scored at least as high (non-interpolated AP, as in scikit-learn's average_precision_score and
 the multi-label COCO literature); mAP averages it over the classes with at least one positive.
+Scores are the logits (any increasing function ranks alike). precision@1 is over the examples
+with at least one label: an image without any (COCO val2014 keeps ~370) cannot have a correct
+top class; `num_examples_without_labels` counts them.
 Exact AP needs every score, so the [N, C] float32 scores of the split are kept on the host:
 13 MB for COCO val2014 (40,504 x 80), and the only per-example state any evaluator keeps.
 """
@@ -32,14 +35,18 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
 
 
 def multilabel_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """mAP, per-class AP (`class_ap/NN`), and the share of examples whose top class is positive."""
+  """mAP, per-class AP (`class_ap/NN`), and the share of labelled examples whose top class is
+  positive (module docstring)."""
   labels = np.asarray(labels) > 0
   per_class = np.array([average_precision(scores[:, c], labels[:, c])
                         for c in range(labels.shape[1])])
+  labelled = labels.any(-1)
+  top_is_positive = labels[np.arange(len(labels)), np.argmax(scores, -1)]
   metrics = {"map": float(np.nanmean(per_class)) if np.any(~np.isnan(per_class)) else 0.0,
-             "precision_at_1": float(np.mean(labels[np.arange(len(labels)),
-                                                    np.argmax(scores, -1)])),
+             "precision_at_1": (float(np.mean(top_is_positive[labelled])) if labelled.any()
+                                else 0.0),
              "num_examples": float(len(labels)),
+             "num_examples_without_labels": float(np.sum(~labelled)),
              "num_classes_with_positives": float(np.sum(~np.isnan(per_class)))}
   width = len(str(labels.shape[1] - 1))
   metrics.update({f"class_ap/{c:0{width}d}": float(ap) for c, ap in enumerate(per_class)
