@@ -54,7 +54,8 @@ def get_config(arg=None):
       crop_scale=(0.35, 1.0),
       crop_ratio=(3 / 4, 4 / 3),
       flip=True,
-      # The generated images are already framed: evaluate on the whole image.
+      # The generated images are square and already framed: the whole image is the central
+      # square.
       eval_crop_fraction=1.0,
       eval_keep_aspect=True,
       num_workers=1,

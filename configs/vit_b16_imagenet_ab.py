@@ -38,8 +38,9 @@ choices here: gradient clipping at global norm 1.0 (DeiT: none), the image read 
 average pooling (DeiT: the class token; `model.pool_type="tok"` selects it), Xavier-uniform
 layers with zero-initialised heads (DeiT: truncated normal 0.02), bilinear training crops
 (DeiT and the official LUAB loader: bicubic; `input.resize_method`) and pixels scaled to
-[-1, 1] (DeiT: ImageNet mean and std). Weight decay applies to kernels only, as in both. Expected result: LUAB above the baseline
-in top-1 and in minival point error; not yet measured by this project.
+[-1, 1] (DeiT: ImageNet mean and std). Weight decay applies to kernels only, as in both.
+Expected result: LUAB above the baseline in top-1 and in minival point error; not yet measured
+by this project.
 
 Training runs on ImageNet-AB's train[:99%]; train[99%:] (12,812 images) is the minival split for
 the point error, and ImageNet's validation set (TFDS `imagenet2012`) gives top-1. ImageNet-AB

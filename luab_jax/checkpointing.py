@@ -17,8 +17,10 @@ restores, the run fails listing every step and its problem: a work directory wit
 never silently starts from scratch.
 
 In a job of several processes every process checks every step and they agree (a step is
-used only if it is complete and restores on all of them), so one process's damaged iterator
-file cannot make the processes resume from different steps and wait on each other forever.
+used only if it is complete and restores on all of them), so one process's damaged file cannot
+make the processes resume from different steps and wait on each other forever. A damaged data
+iterator file is not a damaged step: the step resumes by its recorded data position (below),
+on every process, with a warning.
 
 The data iterator's state is one small JSON per process (`process_{i}-of-{n}.json`), valid only
 for the same number of processes `n` and `input.num_workers`. Every step therefore also records
@@ -113,6 +115,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iter=None, *,
   if data_iter is not None:
     items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
   if position is not None:
+    if not all(type(value) is int for value in dataclasses.asdict(position).values()):
+      raise ValueError(f"{position} is not a data position to record (integers only).")
     items[DATA_ORDER] = ocp.args.JsonSave(dataclasses.asdict(position))
   return manager.save(step, args=ocp.args.Composite(**items), force=force)
 
@@ -143,15 +147,16 @@ def missing_files(step_dir: str) -> list[str]:
   return missing
 
 
-def check_iterator_state(step_dir: str) -> None:
-  """Raises ValueError if this process's iterator state is absent or not JSON (checked before
-  the collective restore: a process failing inside it would leave the others waiting)."""
+def iterator_state_problem(step_dir: str) -> str | None:
+  """What is wrong with this process's iterator state (absent or not JSON), or None. Checked
+  before the collective restore: a process failing inside it would leave the others waiting."""
   name = f"{DATA_ITER}/process_{jax.process_index()}-of-{jax.process_count()}.json"
   try:
     with open(os.path.join(step_dir, name), encoding="utf-8") as f:
       json.load(f)
   except (OSError, ValueError) as e:
-    raise ValueError(f"{name} is damaged ({type(e).__name__}: {e})") from e
+    return f"{step_dir}/{name} is damaged ({type(e).__name__}: {e})"
+  return None
 
 
 def _on_every_process(ok: bool) -> bool:
@@ -162,13 +167,14 @@ def _on_every_process(ok: bool) -> bool:
 
 
 def data_position(manager: ocp.CheckpointManager, step: int, step_dir: str,
-                  seed: int) -> DataPosition:
-  """The position of a step's data iterator (`seed`: config.seed, for steps that lack it)."""
+                  config_seed: int) -> DataPosition:
+  """The position of a step's data iterator (`config_seed`, for steps that lack it)."""
+  seed = config_seed
   if not os.path.isdir(os.path.join(step_dir, DATA_ORDER)):
     return DataPosition(seed, 0, step)  # Written before it was recorded: config.seed's stream.
   order = manager.restore(step, args=ocp.args.Composite(
       **{DATA_ORDER: ocp.args.JsonRestore()}))[DATA_ORDER]
-  if not isinstance(order, dict) or not isinstance(order.get("seed"), int):
+  if not isinstance(order, dict) or type(order.get("seed")) is not int:
     raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not a data position "
                      "{'seed': INT, ...}.")
   if set(order) == {"seed"}:  # Recorded the seed only: see the module docstring.
@@ -178,7 +184,7 @@ def data_position(manager: ocp.CheckpointManager, step: int, step_dir: str,
                        "+ that step).")
     return DataPosition(order["seed"], 0, step - (order["seed"] - seed))
   fields = {field.name for field in dataclasses.fields(DataPosition)}
-  if set(order) != fields or not all(isinstance(order[name], int) for name in fields) or not (
+  if set(order) != fields or not all(type(order[name]) is int for name in fields) or not (
       0 <= order["first_batch"] <= order["next_batch"]):
     raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not a data position "
                      f"(integers {sorted(fields)}, 0 <= first_batch <= next_batch).")
@@ -196,15 +202,17 @@ class Restored:
 
 
 def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
-                   make_data_iter: Callable[[DataPosition], Any] | None, *, seed: int,
+                   make_data_iter: Callable[[DataPosition], Any] | None, *, config_seed: int,
                    num_workers: int) -> Restored:
   """Restores the newest step that is complete and readable; see the module docstring.
 
   `make_data_iter(position)` builds the data iterator of `position.seed`'s stream at global
-  batch `position.first_batch` (None: restore no iterator); `seed` is config.seed and
-  `num_workers` config.input.num_workers. Without checkpoints: Restored(None, None, None,
-  the start of config.seed's stream). Where Grain's state does not apply (another process or
-  worker count, or an older step), `data_iter` is None and `position` starts at its next batch.
+  batch `position.first_batch` (None: restore no iterator); `config_seed` is config.seed and
+  `num_workers` config.input.num_workers. A damaged iterator file (on any process) does not
+  make its step a damaged one: the step resumes by position, with a warning. Without
+  checkpoints: Restored(None, None, None, the start of config.seed's stream). Where Grain's
+  state does not apply (another process or worker count, a damaged iterator file, or an older
+  step), `data_iter` is None and `position` starts at its next batch.
   """
   steps = sorted(manager.all_steps(), reverse=True)
   problems = {}
@@ -218,18 +226,24 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
                     step, step_dir, problems[step])
       continue
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
-    data_iter, error = None, None
+    data_iter, error, iterator_problem = None, None, None
     try:
       saved_processes = data_iter_process_count(step_dir)
-      position = data_position(manager, step, step_dir, seed)
-      restore_iter = (saved_processes, position.num_workers) == (jax.process_count(),
-                                                                  num_workers)
-      if restore_iter:  # Otherwise the iterator files are not read: their damage costs nothing.
-        check_iterator_state(step_dir)
+      position = data_position(manager, step, step_dir, config_seed)
+      same_layout = (saved_processes, position.num_workers) == (jax.process_count(),
+                                                                num_workers)
+      if same_layout:  # Otherwise the iterator files are not read: their damage costs nothing.
+        iterator_problem = iterator_state_problem(step_dir)
     except Exception as e:  # pylint: disable=broad-except
       error = f"restore failed: {type(e).__name__}: {e}"
     restored = _on_every_process(error is None)
     if restored:
+      # Every process restores Grain's state, or none does (the restore is collective).
+      restore_iter = _on_every_process(same_layout and iterator_problem is None)
+      if same_layout and not restore_iter:
+        logging.warning("Step %d: %s; resuming it by its recorded data position instead (the "
+                        "same batches).", step,
+                        iterator_problem or "another process's iterator file is damaged")
       if restore_iter and make_data_iter is not None:
         # Outside the try: an error of the input config is not a damaged checkpoint.
         data_iter = make_data_iter(position)
@@ -248,7 +262,7 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
       if data_iter is not None:
         data_iter.close()
       continue
-    if not restore_iter:
+    if not same_layout:
       was = (f"{saved_processes} processes, "
              + (f"{position.num_workers} workers" if position.num_workers is not None
                 else "its worker count not recorded"))
@@ -264,7 +278,7 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
     listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
     raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored ({listing}). "
                        "Refusing to start from scratch over them: fix or move them away.")
-  return Restored(None, None, None, DataPosition(seed, 0, 0, num_workers))
+  return Restored(None, None, None, DataPosition(config_seed, 0, 0, num_workers))
 
 
 def _move_aside(manager, workdir: str, steps) -> None:

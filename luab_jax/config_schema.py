@@ -138,7 +138,8 @@ def check_resume_compatible(saved: dict, config, *, path: str) -> list[str]:
   counts as having its default.
   """
   old = {**ADDED_WITH_DEFAULT, **flatten(saved)}
-  new = {**ADDED_WITH_DEFAULT, **flatten(config.to_dict() if hasattr(config, "to_dict") else config)}
+  new = {**ADDED_WITH_DEFAULT,
+         **flatten(config.to_dict() if hasattr(config, "to_dict") else config)}
   changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
   bad = [k for k in changed if _is_incompatible(k)]
   if bad:

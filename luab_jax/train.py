@@ -309,7 +309,7 @@ def _train_and_evaluate(config, workdir, *, stop_at_step, devices):
   manager = checkpointing.create_manager(workdir, keep=config.keep_ckpts)
   restored = checkpointing.restore_latest(
       manager, workdir, checkpointing.abstract_like(abstract_state, state_shardings),
-      train_stream, seed=config.seed, num_workers=config.input.num_workers)
+      train_stream, config_seed=config.seed, num_workers=config.input.num_workers)
   state = restored.state
   # A new run, or a resume on another process or worker count: the iterator is built at the
   # next global batch (checkpointing docstring).

@@ -194,13 +194,10 @@ def ema_decay_at(ema_decay, step):
 def applied_learning_rate(schedule, opt_state):
   """The rate the update from `opt_state` applies: the schedule at the optimizer's own count
   (optax's ScaleByScheduleState), which skipped steps do not advance."""
-  counts = [s.count for s in jax.tree.leaves(
-      opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByScheduleState))
-            if isinstance(s, optax.ScaleByScheduleState)]
-  if len(counts) != 1:
-    raise ValueError(f"Expected one learning-rate schedule in the optimizer state, found "
-                     f"{len(counts)} (optim.make_optimizer).")
-  return schedule(counts[0])
+  state = optax.tree_utils.tree_get(opt_state, "ScaleByScheduleState")  # KeyError if several.
+  if state is None:
+    raise ValueError("The optimizer state holds no learning-rate schedule (optim.make_optimizer).")
+  return schedule(state.count)
 
 
 def jit_train_step(step_fn, state_shardings, batch_sharding, mesh):

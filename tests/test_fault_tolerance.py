@@ -120,16 +120,16 @@ def test_preempt_damage_fall_back_resume_on_fewer_devices_evaluate_best(tiny_dat
   for key, value in logged.items():
     np.testing.assert_allclose(evaluated[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
 
-  # 4. The data iterator was written by 1 process; a job of 2 processes (simulated: real
-  # multi-process runs are too slow here, see test_multiprocess) does not restore Grain's state
-  # of 1 process but starts the same stream at the checkpoint's next global batch.
+  # 4. The data iterator as if written by a job of 2 processes (its file renamed; real
+  # multi-process runs are in test_multiprocess): this job of 1 process does not restore
+  # Grain's state of 2 but starts the same stream at the checkpoint's next global batch.
   iter_dir = os.path.join(work, "checkpoints", "6", "data_iter")
   os.rename(os.path.join(iter_dir, "process_0-of-1.json"),
             os.path.join(iter_dir, "process_0-of-2.json"))
   mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:4])
   manager = checkpointing.create_manager(work)
   restored = checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
-                                          seed=config.seed,
+                                          config_seed=config.seed,
                                           num_workers=config.input.num_workers)
   manager.close()
   assert restored.step == 6 and int(restored.state["step"]) == 6
@@ -151,7 +151,7 @@ def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
   with pytest.raises(RuntimeError, match=r"step 4: missing or empty: commit_success.txt.*"
                                          r"step 2: missing"):
     checkpointing.restore_latest(manager, str(tmp_path), _abstract_state(config, mesh), None,
-                                 seed=config.seed, num_workers=0)
+                                 config_seed=config.seed, num_workers=0)
   manager.close()
 
 
@@ -292,7 +292,7 @@ def _data_order(work, step):
   manager = checkpointing.create_manager(work)
   try:
     step_dir = os.path.join(checkpointing.checkpoint_dir(work), str(step))
-    return checkpointing.data_position(manager, step, step_dir, seed=-1)
+    return checkpointing.data_position(manager, step, step_dir, config_seed=-1)
   finally:
     manager.close()
 
@@ -333,8 +333,8 @@ def test_a_resume_on_another_process_or_worker_count_continues_the_data_order_ex
   assert sorted(losses(resumed)) == list(range(1, 9))
   assert losses(resumed) == losses(uninterrupted)
 
-  # A damaged iterator file of the same counts makes its step a damaged one; of other counts
-  # it is never read, and the step resumes by position.
+  # A damaged iterator file is never a reason to give up a step: of other counts it is not
+  # read, of the same counts the step resumes by position too, with a warning.
   with open(os.path.join(resumed, "checkpoints", "8", "data_iter", "process_0-of-1.json"),
             "w", encoding="utf-8") as f:
     f.write('{"next_index_in_cycle": ')
@@ -344,14 +344,22 @@ def test_a_resume_on_another_process_or_worker_count_continues_the_data_order_ex
     manager = checkpointing.create_manager(resumed)
     try:
       return checkpointing.restore_latest(manager, resumed, _abstract_state(config, mesh), None,
-                                          seed=config.seed, num_workers=num_workers).step
+                                          config_seed=config.seed, num_workers=num_workers).step
     finally:
       manager.close()
 
   assert restored_step(num_workers=0) == 8
   caplog.clear()
-  assert restored_step(num_workers=1) == 6
+  with caplog.at_level(logging.WARNING):
+    assert restored_step(num_workers=1) == 8
   assert "data_iter/process_0-of-1.json is damaged (JSONDecodeError" in caplog.text
+  assert "resuming it by its recorded data position instead" in caplog.text
+  assert not os.path.exists(checkpointing.checkpoint_dir(resumed, kind="checkpoints_damaged"))
+  # ... and the run resumed there trains step 9 on the uninterrupted run's batch 9.
+  config.total_steps = 9
+  train.train_and_evaluate(config, resumed, devices=one_device)
+  train.train_and_evaluate(config, uninterrupted, devices=one_device)
+  assert losses(resumed)[9] == losses(uninterrupted)[9]
 
 
 def test_steps_written_before_the_data_position_was_recorded_resume_by_position(
@@ -378,7 +386,7 @@ def test_steps_written_before_the_data_position_was_recorded_resume_by_position(
     manager = checkpointing.create_manager(work)
     try:
       return checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
-                                          seed=config.seed, num_workers=0).position
+                                          config_seed=config.seed, num_workers=0).position
     finally:
       manager.close()
 

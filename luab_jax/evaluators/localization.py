@@ -8,7 +8,8 @@ none; luab_shapes has `object_box`):
   point_within_R    share of points predicted within R of it, for each R of `radii`;
   point_in_box      share of images with a box whose predicted point lies inside a box
                     (the pointing game); needs a model with one point (config.model.num_points).
-All in the coordinates of the evaluation crop (the central `input.eval_crop_fraction` crop):
+All in the coordinates of the evaluation crop (the central `input.eval_crop_fraction` crop;
+squashed to the square with `input.eval_keep_aspect=False`, where x and y units differ):
 the model predicts points there, and the record's points and boxes are moved into it by
 pp/geometry.py (boxes are not clipped, so a box reaching out of the crop is still exact). A
 click that falls outside the crop is not counted (the model predicts inside it), as in training.

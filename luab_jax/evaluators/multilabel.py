@@ -81,7 +81,8 @@ class Evaluator:
       mask = out["batch"]["_mask"].astype(bool)
       weights = out["batch"]["point_weight"] * mask[:, None]
       # Ranked on the logits: AP needs only the order, and float32 sigmoids of logits above
-      # ~17 are all 1.0, which would tie confident examples.
+      # ~17 are all 1.0, which would tie confident examples. (A bfloat16 head's logits carry
+      # 8 bits and tie far earlier: configs/vit_s16_coco_ab.py.)
       scores.append(out["logits"][mask].astype(np.float32))
       labels.append(out["batch"]["labels"][mask])
       point_err += float((np.abs(out["points"] - out["batch"]["points"]).mean(-1)

@@ -8,7 +8,8 @@ The file (see `shared/reference/luab.md`): an `<annotation>` that keeps the ILSV
 block per annotator session. List-valued fields are repeated sibling elements
 (`<selectedRecord><x/><y/><time/></selectedRecord>` ..., likewise `mouseTracking` with
 time/x/y and `hoveredRecord` with action/time), or a single element whose text is `None` when
-the list is empty (the format, read as an empty list, not a repair: most files have it). Coordinates are normalised to [0, 1], x to the right, y down.
+the list is empty (the format, read as an empty list, not a repair: most files have it).
+Coordinates are normalised to [0, 1], x to the right, y down.
 
 Official target (the released loader): for every block whose `selected` text is exactly "True",
 take its FIRST selectedRecord's (x, y); the point is the mean over those blocks. No XML or no such
