@@ -90,8 +90,8 @@ def get_config(arg=None):
       num_points=80,  # One point per class; weight 0 where the class was not clicked.
       point_head="softargmax",
       point_features="pooled",
-      # The heads too: logits of 8 significant bits tie more often, which costs AP a little
-      # (~0.015 mAP points in a simulation); `--config.model.dtype=float32` removes that.
+      # The heads too: logits of 8 significant bits tie more often, and AP ranks ties
+      # pessimistically; `--config.model.dtype=float32` avoids that.
       dtype="bfloat16",
       attention="xla",  # "cudnn" on GPUs: cuDNN's fused attention (models/vit.py).
   )

@@ -108,6 +108,17 @@ class DataPosition:
     return dataclasses.replace(self, first_batch=self.next_batch)
 
 
+_POSITION_RULE = "integers seed, first_batch, next_batch, num_workers; first_batch <= next_batch"
+
+
+def _is_position_record(record) -> bool:
+  """Whether `record` (a dict) is a whole DataPosition as `data_order` records it."""
+  fields = {field.name for field in dataclasses.fields(DataPosition)}
+  return (isinstance(record, dict) and set(record) == fields
+          and all(type(record[name]) is int for name in fields)  # Not bool, not None.
+          and 0 <= record["first_batch"] <= record["next_batch"])
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, data_iter=None, *,
          position: DataPosition | None = None, force: bool = False) -> bool:
   """Saves the state, and the data iterator with its position in the stream."""
@@ -115,9 +126,10 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iter=None, *,
   if data_iter is not None:
     items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iter)
   if position is not None:
-    if not all(type(value) is int for value in dataclasses.asdict(position).values()):
-      raise ValueError(f"{position} is not a data position to record (integers only).")
-    items[DATA_ORDER] = ocp.args.JsonSave(dataclasses.asdict(position))
+    record = dataclasses.asdict(position)
+    if not _is_position_record(record):
+      raise ValueError(f"{position} is not a data position to record ({_POSITION_RULE}).")
+    items[DATA_ORDER] = ocp.args.JsonSave(record)
   return manager.save(step, args=ocp.args.Composite(**items), force=force)
 
 
@@ -169,25 +181,23 @@ def _on_every_process(ok: bool) -> bool:
 def data_position(manager: ocp.CheckpointManager, step: int, step_dir: str,
                   config_seed: int) -> DataPosition:
   """The position of a step's data iterator (`config_seed`, for steps that lack it)."""
-  seed = config_seed
   if not os.path.isdir(os.path.join(step_dir, DATA_ORDER)):
-    return DataPosition(seed, 0, step)  # Written before it was recorded: config.seed's stream.
+    # Written before it was recorded: config.seed's stream.
+    return DataPosition(config_seed, 0, step)
   order = manager.restore(step, args=ocp.args.Composite(
       **{DATA_ORDER: ocp.args.JsonRestore()}))[DATA_ORDER]
   if not isinstance(order, dict) or type(order.get("seed")) is not int:
     raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not a data position "
                      "{'seed': INT, ...}.")
   if set(order) == {"seed"}:  # Recorded the seed only: see the module docstring.
-    if not 0 <= order["seed"] - seed <= step:
-      raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}: not config.seed={seed}'s "
-                       f"stream, nor one restarted at a step up to {step} (seeded config.seed "
-                       "+ that step).")
-    return DataPosition(order["seed"], 0, step - (order["seed"] - seed))
-  fields = {field.name for field in dataclasses.fields(DataPosition)}
-  if set(order) != fields or not all(type(order[name]) is int for name in fields) or not (
-      0 <= order["first_batch"] <= order["next_batch"]):
+    if not 0 <= order["seed"] - config_seed <= step:
+      raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}: not config.seed="
+                       f"{config_seed}'s stream, nor one restarted at a step up to {step} "
+                       "(seeded config.seed + that step).")
+    return DataPosition(order["seed"], 0, step - (order["seed"] - config_seed))
+  if not _is_position_record(order):
     raise ValueError(f"{step_dir}/{DATA_ORDER} holds {order!r}, not a data position "
-                     f"(integers {sorted(fields)}, 0 <= first_batch <= next_batch).")
+                     f"({_POSITION_RULE}).")
   return DataPosition(**order)
 
 

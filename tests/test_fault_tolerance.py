@@ -55,6 +55,16 @@ def _abstract_state(config, mesh):
   return checkpointing.abstract_like(abstract, shardings)
 
 
+def _restore_latest(work, config, mesh, num_workers):
+  """checkpointing.restore_latest on `work` (no data iterator built), its manager closed."""
+  manager = checkpointing.create_manager(work)
+  try:
+    return checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
+                                        config_seed=config.seed, num_workers=num_workers)
+  finally:
+    manager.close()
+
+
 def _records(workdir):
   return list(metric_logs.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
 
@@ -127,11 +137,7 @@ def test_preempt_damage_fall_back_resume_on_fewer_devices_evaluate_best(tiny_dat
   os.rename(os.path.join(iter_dir, "process_0-of-1.json"),
             os.path.join(iter_dir, "process_0-of-2.json"))
   mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:4])
-  manager = checkpointing.create_manager(work)
-  restored = checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
-                                          config_seed=config.seed,
-                                          num_workers=config.input.num_workers)
-  manager.close()
+  restored = _restore_latest(work, config, mesh, config.input.num_workers)
   assert restored.step == 6 and int(restored.state["step"]) == 6
   assert restored.data_iter is None and restored.position == checkpointing.DataPosition(
       config.seed, 6, 6, config.input.num_workers)
@@ -147,12 +153,9 @@ def test_no_usable_checkpoint_fails_listing_them(tiny_data_dir, tmp_path):
     os.makedirs(os.path.join(tmp_path, "checkpoints", str(step), "data_iter"))
     with open(os.path.join(tmp_path, "checkpoints", str(step), "_CHECKPOINT_METADATA"), "w") as f:
       f.write("{}")
-  manager = checkpointing.create_manager(str(tmp_path))
   with pytest.raises(RuntimeError, match=r"step 4: missing or empty: commit_success.txt.*"
                                          r"step 2: missing"):
-    checkpointing.restore_latest(manager, str(tmp_path), _abstract_state(config, mesh), None,
-                                 config_seed=config.seed, num_workers=0)
-  manager.close()
+    _restore_latest(str(tmp_path), config, mesh, 0)
 
 
 def _nan_image(batch):
@@ -340,18 +343,10 @@ def test_a_resume_on_another_process_or_worker_count_continues_the_data_order_ex
     f.write('{"next_index_in_cycle": ')
   mesh = sharding_lib.make_mesh(config.mesh, one_device)
 
-  def restored_step(num_workers):
-    manager = checkpointing.create_manager(resumed)
-    try:
-      return checkpointing.restore_latest(manager, resumed, _abstract_state(config, mesh), None,
-                                          config_seed=config.seed, num_workers=num_workers).step
-    finally:
-      manager.close()
-
-  assert restored_step(num_workers=0) == 8
+  assert _restore_latest(resumed, config, mesh, num_workers=0).step == 8
   caplog.clear()
   with caplog.at_level(logging.WARNING):
-    assert restored_step(num_workers=1) == 8
+    assert _restore_latest(resumed, config, mesh, num_workers=1).step == 8
   assert "data_iter/process_0-of-1.json is damaged (JSONDecodeError" in caplog.text
   assert "resuming it by its recorded data position instead" in caplog.text
   assert not os.path.exists(checkpointing.checkpoint_dir(resumed, kind="checkpoints_damaged"))
@@ -383,12 +378,7 @@ def test_steps_written_before_the_data_position_was_recorded_resume_by_position(
       os.makedirs(order_dir, exist_ok=True)
       with open(os.path.join(order_dir, order_file), "w", encoding="utf-8") as f:
         json.dump(order, f)
-    manager = checkpointing.create_manager(work)
-    try:
-      return checkpointing.restore_latest(manager, work, _abstract_state(config, mesh), None,
-                                          config_seed=config.seed, num_workers=0).position
-    finally:
-      manager.close()
+    return _restore_latest(work, config, mesh, num_workers=0).position
 
   # Every resume by position: its iterator is built at the next batch.
   assert restored_position({"seed": config.seed + 1}) == checkpointing.DataPosition(

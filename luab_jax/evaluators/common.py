@@ -201,7 +201,7 @@ def eval_data(fns: ModelFns, name: str, source, input_config, *, batch_size: int
                      "eval_keep_aspect=False), in (0, 1].")
   transform = transforms.EvalTransform(
       image_size=input_config.image_size, crop_fraction=input_config.eval_crop_fraction,
-      keep_aspect=input_config.get("eval_keep_aspect", True),
+      keep_aspect=input_config.get("eval_keep_aspect", transforms.EvalTransform.keep_aspect),
       resize_method=input_config.get("eval_resize_method",
                                      transforms.EvalTransform.resize_method),
       keep_keys=tuple(keep_keys), num_points=fns.num_points, num_classes=fns.num_classes,

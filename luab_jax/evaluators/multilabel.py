@@ -4,8 +4,9 @@ AP of a class is the mean, over its positive examples, of the precision among al
 scored at least as high (non-interpolated AP, as in scikit-learn's average_precision_score and
 the multi-label COCO literature); mAP averages it over the classes with at least one positive.
 Scores are the logits (any increasing function ranks alike). precision@1 is over the examples
-with at least one label: an image without any (COCO val2014 keeps ~370) cannot have a correct
-top class; `num_examples_without_labels` counts them.
+with at least one label: an image without any (the COCO validation split keeps every image of
+its annotation file, labelled or not) cannot have a correct top class;
+`num_examples_without_labels` counts them.
 Exact AP needs every score, so the [N, C] float32 scores of the split are kept on the host:
 13 MB for COCO val2014 (40,504 x 80), and the only per-example state any evaluator keeps.
 """
@@ -80,9 +81,9 @@ class Evaluator:
       out = jax.device_get(self._fns.predict(params, batch))
       mask = out["batch"]["_mask"].astype(bool)
       weights = out["batch"]["point_weight"] * mask[:, None]
-      # Ranked on the logits: AP needs only the order, and float32 sigmoids of logits above
-      # ~17 are all 1.0, which would tie confident examples. (A bfloat16 head's logits carry
-      # 8 bits and tie far earlier: configs/vit_s16_coco_ab.py.)
+      # Ranked on the logits: AP needs only the order, and float32 sigmoids of logits from
+      # 16.64 up are all 1.0, which would tie confident examples. (A bfloat16 head's logits
+      # carry 8 bits and tie far earlier: configs/vit_s16_coco_ab.py.)
       scores.append(out["logits"][mask].astype(np.float32))
       labels.append(out["batch"]["labels"][mask])
       point_err += float((np.abs(out["points"] - out["batch"]["points"]).mean(-1)

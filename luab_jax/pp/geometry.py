@@ -50,12 +50,9 @@ def central_box(height: int, width: int, crop_fraction: float, *,
   """The evaluation crop: the square central box of side `crop_fraction` * shorter side, or
   with `keep_aspect=False` the central `crop_fraction` of each side (the whole image at 1.0;
   resized to a square it is squashed, the usual multi-label protocol)."""
-  if not keep_aspect:
-    h = max(1, int(round(height * crop_fraction)))
-    w = max(1, int(round(width * crop_fraction)))
-    return (height - h) // 2, (width - w) // 2, h, w
-  side = max(1, int(round(min(height, width) * crop_fraction)))
-  return (height - side) // 2, (width - side) // 2, side, side
+  h, w = (min(height, width),) * 2 if keep_aspect else (height, width)
+  h, w = max(1, int(round(h * crop_fraction))), max(1, int(round(w * crop_fraction)))
+  return (height - h) // 2, (width - w) // 2, h, w
 
 
 def points_into_crop(points: np.ndarray, valid: np.ndarray, box, image_hw, *,
