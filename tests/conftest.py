@@ -12,13 +12,32 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import shutil  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# One persistent compilation cache for every run in this pytest process, as a user's
+# `JAX_COMPILATION_CACHE_DIR` would be: the many short training runs compile the same train
+# step, state initialisation and evaluators, and would otherwise each compile them again into
+# their own work directory's cache. Set before `luab_jax.compilation_cache` is imported, which
+# takes it as the user's setting. Fresh per session (timings stay those of a cold start) and
+# not inherited by subprocesses (multi-process and chaos runs keep their work directory's
+# cache). tests/test_compilation_cache.py checks the default, per-work-directory cache.
+_SESSION_COMPILATION_CACHE = tempfile.mkdtemp(prefix="luab_tests_jax_cache_")
+jax.config.update("jax_compilation_cache_dir", _SESSION_COMPILATION_CACHE)
 
 TINY = "luab_shapes/tiny"
 
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long checks, run by hand with `-m slow`.")
+
+
+def pytest_unconfigure(config):
+  del config
+  shutil.rmtree(_SESSION_COMPILATION_CACHE)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -33,26 +33,44 @@ def cache_hits():
   yield handler.names
   logger.removeHandler(handler)
   logger.setLevel(level)
-  compilation_cache.enable(None)  # Later tests compile without a cache, as before.
+
+
+@pytest.fixture
+def no_users_cache_dir(monkeypatch):
+  """The defaults of a user who has not set JAX's cache directory (conftest.py sets one)."""
+  session_dir = compilation_cache._users_dir[0]  # pylint: disable=protected-access
+  monkeypatch.setattr(compilation_cache, "_users_dir", [None])
+  yield
+  compilation_cache.enable(session_dir)  # Later tests use the session's cache again.
 
 
 def test_resumed_run_loads_the_train_step_from_the_workdir_cache(tiny_data_dir, tmp_path,
-                                                                 cache_hits):
+                                                                 cache_hits, no_users_cache_dir):
   workdir = str(tmp_path)
   cache = os.path.join(workdir, compilation_cache.DEFAULT_SUBDIR)
-  train.train_and_evaluate(_config(tiny_data_dir), workdir, stop_at_step=3)
+  config = _config(tiny_data_dir)
+  config.evals = {}  # The train step is what a resume compiles again; evaluators add seconds.
+  train.train_and_evaluate(config, workdir, stop_at_step=3)
   entries = set(os.listdir(cache))
   assert entries, "the first run wrote nothing to the cache"
   assert not any("train_step" in n for n in cache_hits)
   jax.clear_caches()  # As a new process would: nothing compiled in memory.
-  train.train_and_evaluate(_config(tiny_data_dir), workdir)  # Resumes at step 3.
+  train.train_and_evaluate(config, workdir)  # Resumes at step 3.
   assert any("train_step" in n for n in cache_hits), cache_hits
 
 
-def test_cache_dir_from_config(tmp_path):
+def test_cache_dir_from_config(tmp_path, no_users_cache_dir):
   config = _config(str(tmp_path))
   assert compilation_cache.cache_dir(config, "W") == os.path.join("W", "compilation_cache")
   config.compilation_cache_dir = ""
   assert compilation_cache.cache_dir(config, "W") is None
   config.compilation_cache_dir = str(tmp_path / "shared")
   assert compilation_cache.cache_dir(config, "W") == str(tmp_path / "shared")
+
+
+def test_jax_cache_dir_set_by_the_user_serves_every_workdir(tmp_path, monkeypatch):
+  monkeypatch.setattr(compilation_cache, "_users_dir", [str(tmp_path / "users")])
+  config = _config(str(tmp_path))
+  assert compilation_cache.cache_dir(config, "W") == str(tmp_path / "users")
+  config.compilation_cache_dir = ""
+  assert compilation_cache.cache_dir(config, "W") is None
