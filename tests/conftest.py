@@ -1,4 +1,5 @@
-"""Test set-up: 8 simulated CPU devices, and one tiny prepared benchmark shared by all tests."""
+"""Test set-up: 8 simulated CPU devices, one compilation cache per session, and one tiny
+prepared benchmark shared by all tests (per process: launch/test.sh runs two workers)."""
 
 import os
 
