@@ -59,18 +59,16 @@ def test_resumed_run_loads_the_train_step_from_the_workdir_cache(tiny_data_dir, 
   assert any("train_step" in n for n in cache_hits), cache_hits
 
 
-def test_cache_dir_from_config(tmp_path, no_users_cache_dir):
+@pytest.mark.parametrize("users_dir", [None, "users"], ids=["default", "users_jax_setting"])
+def test_cache_dir_from_config(tmp_path, monkeypatch, users_dir):
+  # Unset, the work directory's own cache, unless JAX's setting (JAX_COMPILATION_CACHE_DIR)
+  # names one, which then serves every work directory.
+  users = users_dir and str(tmp_path / users_dir)
+  monkeypatch.setattr(compilation_cache, "_users_dir", [users])
   config = _config(str(tmp_path))
-  assert compilation_cache.cache_dir(config, "W") == os.path.join("W", "compilation_cache")
+  assert compilation_cache.cache_dir(config, "W") == (
+      users or os.path.join("W", "compilation_cache"))
   config.compilation_cache_dir = ""
   assert compilation_cache.cache_dir(config, "W") is None
   config.compilation_cache_dir = str(tmp_path / "shared")
   assert compilation_cache.cache_dir(config, "W") == str(tmp_path / "shared")
-
-
-def test_jax_cache_dir_set_by_the_user_serves_every_workdir(tmp_path, monkeypatch):
-  monkeypatch.setattr(compilation_cache, "_users_dir", [str(tmp_path / "users")])
-  config = _config(str(tmp_path))
-  assert compilation_cache.cache_dir(config, "W") == str(tmp_path / "users")
-  config.compilation_cache_dir = ""
-  assert compilation_cache.cache_dir(config, "W") is None
