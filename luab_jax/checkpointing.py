@@ -18,9 +18,11 @@ never silently starts from scratch.
 
 In a job of several processes every process checks every step and they agree (a step is
 used only if it is complete and restores on all of them), so one process's damaged file cannot
-make the processes resume from different steps and wait on each other forever. A damaged data
-iterator file is not a damaged step: the step resumes by its recorded data position (below),
-on every process, with a warning.
+make the processes resume from different steps and wait on each other forever. Each process
+reads through a manager of its own (`_process_reader`), without Orbax's barrier after a
+restore: a process whose read failed alone would skip that barrier and pair its next
+collective with the others' barrier. A damaged data iterator file is not a damaged step: the
+step resumes by its recorded data position (below), on every process, with a warning.
 
 The data iterator's state is one small JSON per process (`process_{i}-of-{n}.json`), valid only
 for the same number of processes `n` and `input.num_workers`. Every step therefore also records
@@ -36,7 +38,7 @@ restarted data order, which earlier versions offered on a process-count change, 
 config.seed + the step it started at). A `data_order` that is not such a position (damaged, or
 written by a newer version with more fields) makes its step a damaged one, like any other
 unreadable part. Parameters alone (`restore_params`, used by evaluation)
-restore on any process count.
+restore on any process count, each process alone too (its caller agrees on the outcome).
 
 Best checkpoints (`create_best_manager`): `{workdir}/checkpoints_best/{step}/params`, the
 parameters only, of the single best evaluation by `config.best_metric`. A separate manager, so
@@ -54,8 +56,9 @@ from absl import logging
 import grain
 import jax
 from jax.experimental import multihost_utils
-import numpy as np
 import orbax.checkpoint as ocp
+
+from luab_jax import distributed
 
 STATE = "state"
 DATA_ITER = "data_iter"
@@ -78,15 +81,33 @@ def create_manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
 
   The trainer decides when to save (it passes `force=True`), so no save interval is set here.
   """
-  item_handlers = {STATE: ocp.StandardCheckpointHandler(),
-                   DATA_ITER: grain.checkpoint.CheckpointHandler(),
-                   DATA_ORDER: ocp.JsonCheckpointHandler()}
   # cleanup_tmp_directories: a job killed during an async write leaves `N.orbax-checkpoint-tmp-*`;
   # it is never listed as a step, and is deleted here.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                          cleanup_tmp_directories=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_handlers=item_handlers)
+                               item_handlers=_train_item_handlers())
+
+
+def _train_item_handlers() -> dict:
+  return {STATE: ocp.StandardCheckpointHandler(),
+          DATA_ITER: grain.checkpoint.CheckpointHandler(),
+          DATA_ORDER: ocp.JsonCheckpointHandler()}
+
+
+def _process_reader(directory: str, item_handlers: dict) -> ocp.CheckpointManager:
+  """A read-only manager of this process alone: it skips Orbax's barriers (one after every
+  restore). Each process reads only its own shards, so a read needs no other process; and a
+  process whose read fails alone would go on while the others waited at that barrier, pairing
+  its next collective with the barrier's. The callers agree on the outcome instead
+  (distributed.on_every_process)."""
+  this_process = jax.process_index()
+  return ocp.CheckpointManager(
+      directory, item_handlers=item_handlers,
+      options=ocp.CheckpointManagerOptions(
+          read_only=True, create=False,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              primary_host=this_process, active_processes={this_process})))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,13 +192,6 @@ def iterator_state_problem(step_dir: str) -> str | None:
   return None
 
 
-def _on_every_process(ok: bool) -> bool:
-  """Whether `ok` holds on every process of the job (a collective: all processes call it)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
-
-
 def data_position(manager: ocp.CheckpointManager, step: int, step_dir: str,
                   config_seed: int) -> DataPosition:
   """The position of a step's data iterator (`config_seed`, for steps that lack it)."""
@@ -226,68 +240,76 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
   """
   steps = sorted(manager.all_steps(), reverse=True)
   problems = {}
-  for step in steps:
-    step_dir = os.path.join(checkpoint_dir(workdir), str(step))
-    missing = missing_files(step_dir)
-    if not _on_every_process(not missing):
-      problems[step] = (f"missing or empty: {', '.join(missing)}" if missing else
-                        "damaged on another process (its log names the file)")
-      logging.error("Checkpoint of step %d (%s) is damaged, %s; trying the previous one.",
-                    step, step_dir, problems[step])
-      continue
-    items = {STATE: ocp.args.StandardRestore(abstract_state)}
-    data_iter, error, iterator_problem = None, None, None
-    try:
-      saved_processes = data_iter_process_count(step_dir)
-      position = data_position(manager, step, step_dir, config_seed)
-      same_layout = (saved_processes, position.num_workers) == (jax.process_count(),
-                                                                num_workers)
-      if same_layout:  # Otherwise the iterator files are not read: their damage costs nothing.
-        iterator_problem = iterator_state_problem(step_dir)
-    except Exception as e:  # pylint: disable=broad-except
-      error = f"restore failed: {type(e).__name__}: {e}"
-    restored = _on_every_process(error is None)
-    if restored:
-      # Every process restores Grain's state, or none does (the restore is collective).
-      restore_iter = _on_every_process(same_layout and iterator_problem is None)
-      if same_layout and not restore_iter:
-        logging.warning("Step %d: %s; resuming it by its recorded data position instead (the "
-                        "same batches).", step,
-                        iterator_problem or "another process's iterator file is damaged")
-      if restore_iter and make_data_iter is not None:
-        # Outside the try: an error of the input config is not a damaged checkpoint.
-        data_iter = make_data_iter(position)
-        items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+  # Reads through a manager of this process alone (_process_reader); `manager` lists the steps
+  # and is reloaded after damaged ones are moved aside.
+  reader = _process_reader(checkpoint_dir(workdir), _train_item_handlers()) if steps else None
+  try:
+    for step in steps:
+      step_dir = os.path.join(checkpoint_dir(workdir), str(step))
+      missing = missing_files(step_dir)
+      if not distributed.on_every_process(not missing):
+        problems[step] = (f"missing or empty: {', '.join(missing)}" if missing else
+                          "damaged on another process (its log names the file)")
+        logging.error("Checkpoint of step %d (%s) is damaged, %s; trying the previous one.",
+                      step, step_dir, problems[step])
+        continue
+      items = {STATE: ocp.args.StandardRestore(abstract_state)}
+      data_iter, error, iterator_problem = None, None, None
       try:
-        state = manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+        saved_processes = data_iter_process_count(step_dir)
+        position = data_position(reader, step, step_dir, config_seed)
+        same_layout = (saved_processes, position.num_workers) == (jax.process_count(),
+                                                                  num_workers)
+        if same_layout:  # Otherwise the iterator files are not read: their damage costs nothing.
+          iterator_problem = iterator_state_problem(step_dir)
       except Exception as e:  # pylint: disable=broad-except
-        # Orbax/TensorStore raise many types for damaged data; each is reported, and the run
-        # fails below if no step restores.
         error = f"restore failed: {type(e).__name__}: {e}"
-      restored = _on_every_process(error is None)
-    if not restored:
-      problems[step] = error or "damaged on another process (its log says why)"
-      logging.error("Checkpoint of step %d (%s) cannot be restored (%s); trying the previous "
-                    "one.", step, step_dir, problems[step])
-      if data_iter is not None:
-        data_iter.close()
-      continue
-    if not same_layout:
-      was = (f"{saved_processes} processes, "
-             + (f"{position.num_workers} workers" if position.num_workers is not None
-                else "its worker count not recorded"))
-      logging.info("Step %d: data iterator of %s; continuing its stream (seed %d) at global "
-                   "batch %d with this job's %d process(es) and %d worker(s).", step, was,
-                   position.seed, position.next_batch, jax.process_count(), num_workers)
-    if data_iter is None:
-      position = position.started_at_next_batch()
-    _move_aside(manager, workdir, [s for s in problems if s > step])
-    return Restored(state, step, data_iter, dataclasses.replace(position,
-                                                                num_workers=num_workers))
-  if steps:
-    listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
-    raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored ({listing}). "
-                       "Refusing to start from scratch over them: fix or move them away.")
+      restored = distributed.on_every_process(error is None)
+      if restored:
+        # Every process restores Grain's state, or none does: one way of resuming for the job.
+        restore_iter = distributed.on_every_process(same_layout and iterator_problem is None)
+        if same_layout and not restore_iter:
+          logging.warning("Step %d: %s; resuming it by its recorded data position instead (the "
+                          "same batches).", step,
+                          iterator_problem or "another process's iterator file is damaged")
+        if restore_iter and make_data_iter is not None:
+          # Outside the try: an error of the input config is not a damaged checkpoint.
+          data_iter = make_data_iter(position)
+          items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
+        try:
+          state = reader.restore(step, args=ocp.args.Composite(**items))[STATE]
+        except Exception as e:  # pylint: disable=broad-except
+          # Orbax/TensorStore raise many types for damaged data; each is reported, and the run
+          # fails below if no step restores.
+          error = f"restore failed: {type(e).__name__}: {e}"
+        restored = distributed.on_every_process(error is None)
+      if not restored:
+        problems[step] = error or "damaged on another process (its log says why)"
+        logging.error("Checkpoint of step %d (%s) cannot be restored (%s); trying the previous "
+                      "one.", step, step_dir, problems[step])
+        if data_iter is not None:
+          data_iter.close()
+        continue
+      if not same_layout:
+        was = (f"{saved_processes} processes, "
+               + (f"{position.num_workers} workers" if position.num_workers is not None
+                  else "its worker count not recorded"))
+        logging.info("Step %d: data iterator of %s; continuing its stream (seed %d) at global "
+                     "batch %d with this job's %d process(es) and %d worker(s).", step, was,
+                     position.seed, position.next_batch, jax.process_count(), num_workers)
+      if data_iter is None:
+        position = position.started_at_next_batch()
+      _move_aside(manager, workdir, [s for s in problems if s > step])
+      return Restored(state, step, data_iter, dataclasses.replace(position,
+                                                                  num_workers=num_workers))
+    if steps:
+      listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
+      raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored "
+                         f"({listing}). Refusing to start from scratch over them: fix or move "
+                         "them away.")
+  finally:
+    if reader is not None:
+      reader.close()
   return Restored(None, None, None, DataPosition(config_seed, 0, 0, num_workers))
 
 
@@ -334,10 +356,7 @@ def _read_only_manager(workdir: str, kind: str) -> ocp.CheckpointManager:
   item = PARAMS if kind == "checkpoints_best" else STATE
   handler = (ocp.StandardCheckpointHandler() if kind == "checkpoints_best"
              else ocp.PyTreeCheckpointHandler())
-  return ocp.CheckpointManager(
-      checkpoint_dir(workdir, kind=kind),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={item: handler})
+  return _process_reader(checkpoint_dir(workdir, kind=kind), {item: handler})
 
 
 def available_steps(workdir: str, *, kind: str = "checkpoints") -> list[int]:

@@ -21,12 +21,17 @@ jobs. `LUAB_LOCAL_DEVICE_IDS` (e.g. "0,1") optionally restricts the process to s
 The call must come before anything touches the devices (it is the first thing
 `luab_jax.train.main` does). On CPU, cross-process collectives use gloo (JAX's default in this
 version, `jax_cpu_collectives_implementation`).
+
+`on_every_process(ok)` is the agreement after work one process can fail alone (a read of one
+host's copy of a file): all processes go on together, or none does.
 """
 
 import os
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 _EXPLICIT = ("LUAB_COORDINATOR", "LUAB_NUM_PROCESSES", "LUAB_PROCESS_ID")
 
@@ -91,3 +96,15 @@ def initialize(environ=None) -> None:
   jax.distributed.initialize(**args)
   logging.info("Process %d of %d; %d local and %d global devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def on_every_process(ok: bool) -> bool:
+  """Whether `ok` holds on every process of the job (a collective: every process calls it).
+
+  For work a process can fail alone, before the collective work that depends on it: were one
+  process to go on with other work while the others carry on, their collectives would pair up
+  across different work, or wait forever.
+  """
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))

@@ -14,11 +14,11 @@ For every work directory: the config is its `config.json` (what the trainer wrot
 training step, so their rows carry its step and count as that step's evaluation; the best step
 may already be gone from the latest `keep_ckpts` checkpoints).
 
-All of it runs in one process: the parameters of each checkpoint are restored onto *this* job's
-mesh from an abstract sharded tree (a checkpoint written on a pod evaluates on one GPU or a
-CPU), the evaluation step is compiled once per batch layout and reused for every checkpoint
-(and for every work directory with the same model), the last batch is padded and masked, and
-metrics are summed on the devices as batches stream by.
+All of it runs in one job (one process, or several: below): the parameters of each checkpoint
+are restored onto *this* job's mesh from an abstract sharded tree (a checkpoint written on a
+pod evaluates on one GPU or a CPU), the evaluation step is compiled once per batch layout and
+reused for every checkpoint (and for every work directory with the same model), the last batch
+is padded and masked, and metrics are summed on the devices as batches stream by.
 
 Outputs, per work directory (see eval_results.py): `eval/metrics.jsonl` and `eval/metrics.csv`
 (one row per checkpoint, evaluator and metric), `eval/step_N.json`, TensorBoard scalars in
@@ -38,9 +38,13 @@ restore (damaged) is logged as an error and the others are evaluated; once the t
 of those are written, the tool ends with an error (`CheckpointsNotRestored`) naming every
 checkpoint it could not restore. `--follow` tries such a checkpoint again only once its
 directory has been replaced (e.g. the trainer moved it to checkpoints_damaged/ and saved that
-step again). With several processes this holds for damage every process sees alike (shared
-storage): a checkpoint that fails to restore on one process only stops the job (JAX's
-heartbeat), as Orbax's restore is collective.
+step again).
+
+Several processes (`distributed.py`'s variables; not with `--follow`) evaluate together:
+process 0's listing of the checkpoints and of the pairs already done is everyone's, and only
+process 0 writes. Each process restores its own shards alone, then they agree: a checkpoint
+that does not restore on some process (a read that fails on one host) is skipped, and
+reported, by every process, which then go on to the next one together.
 """
 
 import dataclasses
@@ -181,6 +185,16 @@ def _agreed(steps: list[int]) -> list[int]:
   return [int(s) for s in multihost_utils.broadcast_one_to_all(padded) if s >= 0]
 
 
+def _agreed_pending(pending: list[str], names: list[str]) -> list[str]:
+  """Process 0's pending evaluators of a step on every process: process 0 writes the results,
+  so its rows say what is done (another process may read other rows: its own copy of the
+  run, or the rows on disk before a concurrent writer's)."""
+  if jax.process_count() == 1:
+    return pending
+  mask = multihost_utils.broadcast_one_to_all(np.array([n in pending for n in names], np.int32))
+  return [n for n, m in zip(names, mask) if m]
+
+
 # ------------------------------------------------------------------ Setups and runs.
 @dataclasses.dataclass
 class _Setup:
@@ -262,6 +276,7 @@ def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
   Raises _RestoreFailed if the checkpoint is still listed but does not restore (damaged).
   """
   started = time.time()
+  error = None
   try:
     # A run with an EMA of the weights is evaluated on the EMA, as its trainer did.
     ema = run.kind == "checkpoints" and run.config.get("ema_decay") is not None
@@ -269,12 +284,19 @@ def _evaluate_step(run: _Run, step: int, names: list[str], seen: set,
                                              kind=run.kind,
                                              key="ema_params" if ema else "params")
   except Exception as e:  # pylint: disable=broad-except
+    error = e
+  # The evaluation after it is collective: every process evaluates this checkpoint, or none
+  # does (a process whose copy is damaged must not go on to its next checkpoint alone).
+  if not distributed.on_every_process(error is None):
     # The trainer's retention (keep_ckpts) may delete a checkpoint between listing and
     # restoring it; that is skipped. Any other failure is reported (run() goes on with the
     # other checkpoints and raises at the end).
-    if step in checkpointing.available_steps(run.workdir, kind=run.kind):
+    listed = step in checkpointing.available_steps(run.workdir, kind=run.kind)
+    if not distributed.on_every_process(not listed):
+      cause = (f"{type(error).__name__}: {error}" if error is not None else
+               "it restored here but not on another process (that process's log says why)")
       raise _RestoreFailed(f"Checkpoint {step} of {run.workdir} ({run.kind}) could not be "
-                           f"restored: {type(e).__name__}: {e}") from e
+                           f"restored: {cause}") from error
     logging.warning("Checkpoint %d of %s was deleted before it could be evaluated (the "
                     "trainer keeps only config.keep_ckpts, and one best); skipping it.", step,
                     run.workdir)
@@ -379,7 +401,8 @@ def run(workdirs: list[str], *, config=None, checkpoints: str = "all", evals=Non
         steps += [s for s in listed if s not in r.known]
       done = redone[r.label] if redo else r.store.done() | redone[r.label]
       for step in sorted(set(steps)):
-        pending = [n for n in r.eval_names if (step, n) not in done]
+        pending = _agreed_pending([n for n in r.eval_names if (step, n) not in done],
+                                  r.eval_names)
         if not pending:
           continue
         # A checkpoint that did not restore is tried again (--follow) only once it has been

@@ -1,5 +1,6 @@
-"""Test set-up: 8 simulated CPU devices, one compilation cache per session, and one tiny
-prepared benchmark shared by all tests (per process: launch/test.sh runs two workers)."""
+"""Test set-up: 8 simulated CPU devices, one compilation cache per session, one tiny prepared
+benchmark shared by all tests (per process: launch/test.sh runs two workers), and `run_job`,
+commands run as one jax.distributed job of local processes."""
 
 import os
 
@@ -14,7 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import shutil  # pylint: disable=g-import-not-at-top,wrong-import-position
+import socket  # pylint: disable=g-import-not-at-top,wrong-import-position
+import subprocess  # pylint: disable=g-import-not-at-top,wrong-import-position
+import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -57,6 +62,42 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   core.prepare(TINY, data_dir)
   return data_dir
+
+
+@pytest.fixture
+def run_job(tmp_path):
+  """Runs commands as the processes of one jax.distributed job on localhost, with the explicit
+  coordinator variables of luab_jax/distributed.py and `devices` simulated CPU devices each;
+  returns [(exit status, output)] per process (-9: killed, still running after `timeout`)."""
+  def run(commands, *, devices=2, timeout=240, name="process"):
+    with socket.socket() as s:
+      s.bind(("localhost", 0))
+      port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = []
+    for process_id, command in enumerate(commands):
+      env = dict(os.environ, LUAB_COORDINATOR=f"localhost:{port}",
+                 LUAB_NUM_PROCESSES=str(len(commands)), LUAB_PROCESS_ID=str(process_id),
+                 JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                 PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+      log = open(tmp_path / f"{name}{process_id}.log", "w+", encoding="utf-8")
+      procs.append((subprocess.Popen([sys.executable, *command], env=env, cwd=root, stdout=log,
+                                     stderr=subprocess.STDOUT), log))
+    deadline, results = time.time() + timeout, []
+    for proc, _ in procs:
+      try:
+        proc.wait(timeout=max(deadline - time.time(), 1))
+      except subprocess.TimeoutExpired:
+        break
+    for proc, log in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+      log.seek(0)
+      results.append((proc.returncode, log.read()))
+      log.close()
+    return results
+  return run
 
 
 def pytest_sessionstart(session):

@@ -395,3 +395,40 @@ def test_two_processes_writing_one_workdir_keep_all_rows(tmp_path):
   assert [w.wait(timeout=120) for w in writers] == [0, 0]
   done = eval_results.ResultStore(str(tmp_path)).done()
   assert done == {(step, name) for step in range(150) for name in ("cls", "loc")}
+
+
+def test_two_processes_evaluate_like_one_and_skip_a_step_one_of_them_cannot_restore(
+    runs, tmp_path, run_job):
+  """`python -m luab_jax.evaluate` in two processes joined by jax.distributed (two CPU devices
+  each, an FSDP mesh over both) gives the results of one process, written once. Each process reads
+  its own copy of the run, as hosts with their own storage would, and process 1's step 4 is
+  damaged: both processes skip it (it is reported by both) and evaluate the other steps
+  together; one process going on with its next step while the other evaluates step 4 would pair
+  their collectives across different checkpoints."""
+  copies = [shutil.copytree(runs["baseline"][0], tmp_path / f"host{i}" / "baseline")
+            for i in range(2)]
+  _damage(str(copies[1]), 4, "data")
+  # Process 1's copy says step 2's cls is done; process 0 writes the rows, its copy decides.
+  eval_results.ResultStore(str(copies[1])).put(2, "cls", {"accuracy": -1.0}, seconds=1.0,
+                                               examples=64)
+  results = run_job([["-m", "luab_jax.evaluate", "--workdir", str(copy), "--mesh",
+                       "data:-1,fsdp:2", "--plot_dir", str(tmp_path / f"plots{process_id}")]
+                      for process_id, copy in enumerate(copies)])
+  logs = [log for _, log in results]
+  for process_id, (status, log) in enumerate(results):
+    # Both end with the error naming the step, after evaluating the others.
+    assert status == 1, f"process {process_id} exited {status}:\n{log[-6000:]}"
+    assert "1 checkpoint(s) could not be restored" in log, f"process {process_id}:\n{log[-6000:]}"
+    assert re.search(r"Checkpoint 4 of \S*baseline \(checkpoints\) could not be restored", log)
+  assert "it restored here but not on another process" in logs[0], logs[0][-6000:]
+  # Process 0 wrote the rows, the table and the plots; process 1 wrote nothing.
+  rows = eval_results.ResultStore(str(copies[0])).rows()
+  assert len(eval_results.ResultStore(str(copies[1])).rows()) == 1
+  assert {(r["step"], r["evaluator"]) for r in rows} == {(s, e) for s in (2, 6) for e in _EVALS}
+  assert os.path.exists(tmp_path / "plots0" / "summary.md")
+  assert not os.path.exists(tmp_path / "plots1")
+  # Step 6, restored from the 4 x 2 training mesh onto 2 processes x 2 devices, gives the
+  # trainer's own final evaluation.
+  final = {f"{r['evaluator']}/{r['metric']}": r["value"] for r in rows if r["step"] == 6}
+  for key, value in runs["baseline"][1].items():
+    np.testing.assert_allclose(final[key], value, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -7,6 +7,7 @@ same total number of devices and the same global batch: the per-step losses must
 float32 round-off (a different device/process layout changes only reduction orders).
 """
 
+import glob
 import os
 import shutil
 import socket
@@ -274,3 +275,97 @@ def test_distributed_arguments_from_the_environment(environ, expected):
 def test_half_configured_distributed_start_up_is_an_error(environ, message):
   with pytest.raises(ValueError, match=message):
     distributed.initialize_args(environ)
+
+
+@pytest.mark.slow
+def test_state_written_by_one_process_damaged_resumes_all_from_the_previous_step(
+    tiny_data_dir, tmp_path):
+  """The array data process 1 wrote into the last step's state are cut short (a failed copy of
+  one host's writes): the processes give that step up together, move it aside once, and
+  resume the step before it."""
+  workdir = str(tmp_path / "multi" / "work")
+  os.makedirs(os.path.dirname(workdir))
+  every_2 = ["--config.ckpt_steps=2"]
+  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: every_2, 1: every_2})
+  assert not failed, "\n".join(failed)
+  state = os.path.join(workdir, "checkpoints", str(_STEPS), "state")
+  written_by_1 = glob.glob(os.path.join(state, "ocdbt.process_1", "d", "*"))
+  assert written_by_1, os.listdir(state)
+  for path in written_by_1:
+    with open(path, "r+b") as f:
+      f.truncate(16)
+  more = [*every_2, f"--config.total_steps={_STEPS + 2}"]
+  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: more, 1: more})
+  logs = [open(os.path.join(tmp_path, "multi", f"worker{i}.log")).read() for i in (0, 1)]
+  assert not failed, "\n".join(failed)
+  for log in logs:
+    assert f"Resumed from the checkpoint of step {_STEPS - 2}" in log, log[-4000:]
+  assert os.listdir(os.path.join(workdir, "checkpoints_damaged")) == [str(_STEPS)]
+  losses = [r["step"] for r in metric_logs.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if "loss" in r]
+  assert losses == [1, 2, 3, 4, 3, 4, 5, 6]
+
+
+# One process of a two-process job (distributed.py's variables): `save` writes steps 2 and 4 of
+# a small state sharded over both processes' devices, with a Grain iterator; `restore` runs the
+# trainer's restore_latest on this process's copy of the work directory.
+_CHECKPOINT_WORKER = """
+import sys
+import grain, jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from luab_jax import checkpointing, distributed
+distributed.initialize()
+mode, workdir = sys.argv[1], sys.argv[2]
+mesh = jax.make_mesh((4,), ("data",), devices=jax.devices())
+shardings = {"w": NamedSharding(mesh, P("data")), "b": NamedSharding(mesh, P())}
+def state(step):
+  return {"w": jax.device_put(np.full((8, 4), step, np.float32), shardings["w"]),
+          "b": jax.device_put(np.full((4,), step, np.float32), shardings["b"])}
+def data_iter(position):
+  it = iter(grain.MapDataset.range(100).to_iter_dataset())
+  for _ in range(position.next_batch):
+    next(it)
+  return it
+manager = checkpointing.create_manager(workdir)
+if mode == "save":
+  for step in (2, 4):
+    position = checkpointing.DataPosition(0, 0, step, 0)
+    checkpointing.save(manager, step, state(step), data_iter(position), position=position,
+                       force=True)
+  manager.wait_until_finished()
+else:
+  restored = checkpointing.restore_latest(
+      manager, workdir, checkpointing.abstract_like(state(0), shardings), data_iter,
+      config_seed=0, num_workers=0)
+  local = [float(np.asarray(s.data).mean()) for s in restored.state["w"].addressable_shards]
+  print("RESTORED", restored.step, local, next(restored.data_iter), flush=True)
+manager.close()
+"""
+
+
+def test_a_step_one_process_cannot_read_is_given_up_by_all(tmp_path, run_job):
+  """Each process resumes from its own copy of the work directory (hosts with their own
+  storage, or a read that fails on one host only), and process 1's copy of step 4 is damaged:
+  both give step 4 up and resume step 2 together. A process failing inside Orbax's restore
+  alone once went on to step 2 while the other waited at Orbax's barrier after its restore of
+  step 4, pairing its collectives with that barrier's."""
+  shared = str(tmp_path / "shared" / "run")
+  for status, log in run_job([["-c", _CHECKPOINT_WORKER, "save", shared]] * 2, name="save"):
+    assert status == 0, log[-6000:]
+  copies = [str(shutil.copytree(shared, tmp_path / f"host{i}" / "run")) for i in range(2)]
+  damaged = glob.glob(os.path.join(copies[1], "checkpoints", "4", "state", "**", "d", "*"),
+                      recursive=True)
+  assert damaged
+  for path in damaged:
+    with open(path, "r+b") as f:
+      f.truncate(16)
+  results = run_job([["-c", _CHECKPOINT_WORKER, "restore", copy] for copy in copies],
+                    name="restore")
+  logs = [log for _, log in results]
+  for process_id, (status, log) in enumerate(results):
+    assert status == 0, f"process {process_id} exited {status}:\n{log[-6000:]}"
+    # Step 2's values on this process's shards, and its data iterator where step 2 left it.
+    assert "RESTORED 2 [2.0, 2.0] 2" in log, f"process {process_id}:\n{log[-6000:]}"
+  assert "damaged on another process" in logs[0] and "restore failed" in logs[1]
+  # Process 0 moved the step aside, in the copy it reads (with shared storage, the only one).
+  assert os.listdir(os.path.join(copies[0], "checkpoints_damaged")) == ["4"]
