@@ -239,10 +239,12 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
   step), `data_iter` is None and `position` starts at its next batch.
   """
   steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    return Restored(None, None, None, DataPosition(config_seed, 0, 0, num_workers))
   problems = {}
   # Reads through a manager of this process alone (_process_reader); `manager` lists the steps
   # and is reloaded after damaged ones are moved aside.
-  reader = _process_reader(checkpoint_dir(workdir), _train_item_handlers()) if steps else None
+  reader = _process_reader(checkpoint_dir(workdir), _train_item_handlers())
   try:
     for step in steps:
       step_dir = os.path.join(checkpoint_dir(workdir), str(step))
@@ -302,15 +304,11 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, abstract_state,
       _move_aside(manager, workdir, [s for s in problems if s > step])
       return Restored(state, step, data_iter, dataclasses.replace(position,
                                                                   num_workers=num_workers))
-    if steps:
-      listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
-      raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored "
-                         f"({listing}). Refusing to start from scratch over them: fix or move "
-                         "them away.")
+    listing = "; ".join(f"step {s}: {problems[s]}" for s in steps)
+    raise RuntimeError(f"No checkpoint in {checkpoint_dir(workdir)} can be restored ({listing}). "
+                       "Refusing to start from scratch over them: fix or move them away.")
   finally:
-    if reader is not None:
-      reader.close()
-  return Restored(None, None, None, DataPosition(config_seed, 0, 0, num_workers))
+    reader.close()
 
 
 def _move_aside(manager, workdir: str, steps) -> None:

@@ -68,8 +68,9 @@ def tiny_data_dir(tmp_path_factory):
 def run_job(tmp_path):
   """Runs commands as the processes of one jax.distributed job on localhost, with the explicit
   coordinator variables of luab_jax/distributed.py and `devices` simulated CPU devices each;
-  returns [(exit status, output)] per process (-9: killed, still running after `timeout`)."""
-  def run(commands, *, devices=2, timeout=240, name="process"):
+  returns [(exit status, output)] per process (-9: killed, still running after `timeout`).
+  Each process's output is also in `log_dir` (default: the test's tmp_path) as NAME{id}.log."""
+  def run(commands, *, devices=2, timeout=240, name="process", log_dir=None):
     with socket.socket() as s:
       s.bind(("localhost", 0))
       port = s.getsockname()[1]
@@ -80,7 +81,8 @@ def run_job(tmp_path):
                  LUAB_NUM_PROCESSES=str(len(commands)), LUAB_PROCESS_ID=str(process_id),
                  JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                  PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-      log = open(tmp_path / f"{name}{process_id}.log", "w+", encoding="utf-8")
+      log = open(os.path.join(log_dir or tmp_path, f"{name}{process_id}.log"), "w+",
+                 encoding="utf-8")
       procs.append((subprocess.Popen([sys.executable, *command], env=env, cwd=root, stdout=log,
                                      stderr=subprocess.STDOUT), log))
     deadline, results = time.time() + timeout, []

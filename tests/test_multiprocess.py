@@ -10,9 +10,6 @@ float32 round-off (a different device/process layout changes only reduction orde
 import glob
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -40,50 +37,28 @@ def _config(data_dir, **overrides):
   return config
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _run_workers(num_processes: int, devices_per_process: int, data_dir: str, workdir: str,
-                 extra_args=None) -> list[str]:
-  """Runs the workers; returns the failures ("worker P exited RC: log tail"), [] if none.
+def _run_workers(run_job, num_processes: int, devices_per_process: int, data_dir: str,
+                 workdir: str, extra_args=None) -> list[str]:
+  """Runs the trainer's workers (`run_job`, conftest.py; logs next to `workdir`, as
+  worker{P}.log); returns the failures ("worker P exited RC: log tail"), [] if none.
   `extra_args`: {process id: more command-line arguments}."""
-  port = _free_port()
-  procs = []
-  for process_id in range(num_processes):
-    env = dict(os.environ,
-               LUAB_COORDINATOR=f"localhost:{port}", LUAB_NUM_PROCESSES=str(num_processes),
-               LUAB_PROCESS_ID=str(process_id), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-               PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "luab_jax.train",
-           "--config", os.path.join(_ROOT, "configs", "demo.py:runlocal"),
-           "--workdir", workdir, f"--config.data_dir={data_dir}",
-           f"--config.total_steps={_STEPS}", "--config.log_training_steps=1",
-           f"--config.ckpt_steps={_STEPS}", *(extra_args or {}).get(process_id, ())]
-    log = open(os.path.join(os.path.dirname(workdir), f"worker{process_id}.log"), "w")
-    procs.append((subprocess.Popen(cmd, env=env, cwd=_ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT), log))
-  failed = []
-  for process_id, (proc, log) in enumerate(procs):
-    try:
-      proc.wait(timeout=300)
-    finally:
-      if proc.poll() is None:
-        proc.kill()
-      log.close()
-    if proc.returncode:
-      with open(log.name) as f:
-        failed.append(f"worker {process_id} exited {proc.returncode}:\n{f.read()[-4000:]}")
-  return failed
+  commands = [["-m", "luab_jax.train",
+               "--config", os.path.join(_ROOT, "configs", "demo.py:runlocal"),
+               "--workdir", workdir, f"--config.data_dir={data_dir}",
+               f"--config.total_steps={_STEPS}", "--config.log_training_steps=1",
+               f"--config.ckpt_steps={_STEPS}", *(extra_args or {}).get(process_id, ())]
+              for process_id in range(num_processes)]
+  results = run_job(commands, devices=devices_per_process, timeout=300, name="worker",
+                    log_dir=os.path.dirname(workdir))
+  return [f"worker {process_id} exited {status}:\n{log[-4000:]}"
+          for process_id, (status, log) in enumerate(results) if status]
 
 
-def _check_against_one_process(num_processes, devices_per_process, data_dir, tmp_path):
+def _check_against_one_process(run_job, num_processes, devices_per_process, data_dir,
+                               tmp_path):
   workdir = str(tmp_path / "multi" / "work")
   os.makedirs(os.path.dirname(workdir))
-  failed = _run_workers(num_processes, devices_per_process, data_dir, workdir)
+  failed = _run_workers(run_job, num_processes, devices_per_process, data_dir, workdir)
   assert not failed, "\n".join(failed)
 
   config = _config(data_dir, total_steps=_STEPS, log_training_steps=1, ckpt_steps=_STEPS)
@@ -113,15 +88,16 @@ def _check_against_one_process(num_processes, devices_per_process, data_dir, tmp
   assert os.path.exists(os.path.join(workdir, "final_eval.json"))
 
 
-def test_two_processes_match_one(tiny_data_dir, tmp_path):
-  _check_against_one_process(2, 4, tiny_data_dir, tmp_path)
+def test_two_processes_match_one(tiny_data_dir, tmp_path, run_job):
+  _check_against_one_process(run_job, 2, 4, tiny_data_dir, tmp_path)
 
 
-def test_processes_given_different_configs_refuse_to_start(tiny_data_dir, tmp_path):
+def test_processes_given_different_configs_refuse_to_start(tiny_data_dir, tmp_path, run_job):
   """Process 1 with another seed: both stop before training, naming the difference."""
   workdir = str(tmp_path / "multi" / "work")
   os.makedirs(os.path.dirname(workdir))
-  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={1: ["--config.seed=1"]})
+  failed = _run_workers(run_job, 2, 2, tiny_data_dir, workdir,
+                        extra_args={1: ["--config.seed=1"]})
   assert len(failed) == 2 and all("Processes [1] of this job were given another config" in f
                                   for f in failed), "\n".join(failed)
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
@@ -129,20 +105,21 @@ def test_processes_given_different_configs_refuse_to_start(tiny_data_dir, tmp_pa
 
 @pytest.mark.slow
 def test_an_iterator_file_damaged_on_one_process_resumes_all_by_position(tiny_data_dir,
-                                                                         tmp_path):
+                                                                         tmp_path, run_job):
   """Process 1's iterator state of the last step is cut short: both processes resume that
   step by its recorded data position (they once resumed from different steps and waited on
   each other until JAX's heartbeat killed them; then both gave the step up)."""
   workdir = str(tmp_path / "multi" / "work")
   os.makedirs(os.path.dirname(workdir))
   every_2 = ["--config.ckpt_steps=2"]
-  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: every_2, 1: every_2})
+  failed = _run_workers(run_job, 2, 2, tiny_data_dir, workdir,
+                        extra_args={0: every_2, 1: every_2})
   assert not failed, "\n".join(failed)
   with open(os.path.join(workdir, "checkpoints", str(_STEPS), "data_iter",
                          "process_1-of-2.json"), "w") as f:
     f.write('{"next_index": ')
   more = [*every_2, f"--config.total_steps={_STEPS + 2}"]
-  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: more, 1: more})
+  failed = _run_workers(run_job, 2, 2, tiny_data_dir, workdir, extra_args={0: more, 1: more})
   assert not failed, "\n".join(failed)
   logs = [open(os.path.join(tmp_path, "multi", f"worker{i}.log")).read() for i in (0, 1)]
   assert f"Resumed from the checkpoint of step {_STEPS}" in logs[0]
@@ -156,12 +133,13 @@ def test_an_iterator_file_damaged_on_one_process_resumes_all_by_position(tiny_da
 
 
 @pytest.mark.slow
-def test_four_processes_match_one(tiny_data_dir, tmp_path):
-  _check_against_one_process(4, 2, tiny_data_dir, tmp_path)
+def test_four_processes_match_one(tiny_data_dir, tmp_path, run_job):
+  _check_against_one_process(run_job, 4, 2, tiny_data_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_resume_on_another_process_count_continues_exactly(tiny_data_dir, tmp_path):
+def test_a_resume_on_another_process_count_continues_exactly(tiny_data_dir, tmp_path,
+                                                            run_job):
   """2 processes -> 1 process, and 1 process -> 2 processes, each changing at step 2 of 4: the
   losses of the uninterrupted run of one process (4 devices throughout) to round-off."""
   config = _config(tiny_data_dir, total_steps=_STEPS, log_training_steps=1, ckpt_steps=2)
@@ -174,7 +152,7 @@ def test_a_resume_on_another_process_count_continues_exactly(tiny_data_dir, tmp_
   shrunk = str(tmp_path / "shrunk" / "work")
   os.makedirs(os.path.dirname(shrunk))
   every_2 = ["--config.ckpt_steps=2"]
-  assert not (failed := _run_workers(2, 2, tiny_data_dir, shrunk,
+  assert not (failed := _run_workers(run_job, 2, 2, tiny_data_dir, shrunk,
                                      {0: every_2, 1: every_2})), failed
   shutil.rmtree(os.path.join(shrunk, "checkpoints", str(_STEPS)))
   train.train_and_evaluate(config, shrunk, devices=devices)
@@ -184,7 +162,7 @@ def test_a_resume_on_another_process_count_continues_exactly(tiny_data_dir, tmp_
   grown = str(tmp_path / "grown" / "work")
   os.makedirs(os.path.dirname(grown))
   train.train_and_evaluate(config, grown, stop_at_step=2, devices=devices)
-  assert not (failed := _run_workers(2, 2, tiny_data_dir, grown,
+  assert not (failed := _run_workers(run_job, 2, 2, tiny_data_dir, grown,
                                      {0: every_2, 1: every_2})), failed
   assert "continuing its stream" in open(os.path.join(tmp_path, "grown", "worker1.log")).read()
 
@@ -279,14 +257,15 @@ def test_half_configured_distributed_start_up_is_an_error(environ, message):
 
 @pytest.mark.slow
 def test_state_written_by_one_process_damaged_resumes_all_from_the_previous_step(
-    tiny_data_dir, tmp_path):
+    tiny_data_dir, tmp_path, run_job):
   """The array data process 1 wrote into the last step's state are cut short (a failed copy of
   one host's writes): the processes give that step up together, move it aside once, and
   resume the step before it."""
   workdir = str(tmp_path / "multi" / "work")
   os.makedirs(os.path.dirname(workdir))
   every_2 = ["--config.ckpt_steps=2"]
-  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: every_2, 1: every_2})
+  failed = _run_workers(run_job, 2, 2, tiny_data_dir, workdir,
+                        extra_args={0: every_2, 1: every_2})
   assert not failed, "\n".join(failed)
   state = os.path.join(workdir, "checkpoints", str(_STEPS), "state")
   written_by_1 = glob.glob(os.path.join(state, "ocdbt.process_1", "d", "*"))
@@ -295,7 +274,7 @@ def test_state_written_by_one_process_damaged_resumes_all_from_the_previous_step
     with open(path, "r+b") as f:
       f.truncate(16)
   more = [*every_2, f"--config.total_steps={_STEPS + 2}"]
-  failed = _run_workers(2, 2, tiny_data_dir, workdir, extra_args={0: more, 1: more})
+  failed = _run_workers(run_job, 2, 2, tiny_data_dir, workdir, extra_args={0: more, 1: more})
   logs = [open(os.path.join(tmp_path, "multi", f"worker{i}.log")).read() for i in (0, 1)]
   assert not failed, "\n".join(failed)
   for log in logs:
@@ -311,7 +290,7 @@ def test_state_written_by_one_process_damaged_resumes_all_from_the_previous_step
 # trainer's restore_latest on this process's copy of the work directory.
 _CHECKPOINT_WORKER = """
 import sys
-import grain, jax, jax.numpy as jnp, numpy as np
+import grain, jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from luab_jax import checkpointing, distributed
 distributed.initialize()
